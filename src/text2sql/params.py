@@ -1,0 +1,144 @@
+"""Typed, strict views of ``params.yaml``: one model per stage section.
+
+An unknown key (a mistyped ``-S train.epoch=3``) or a value of the wrong type is
+an error that names the key, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from text2sql.io import DataError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class PrepareParams(Section):
+    source: Literal["spider", "bird", "jsonl", "hf"] = "spider"
+    path: str = "data/sample"
+    train_split: str = "train"
+    eval_split: str = "dev"
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 0
+    schema_format: Literal["ddl", "compact"] = "ddl"
+    link_schema: bool = True
+    full_schema_max_tables: int = Field(0, ge=0)
+    max_train_examples: int | None = Field(None, ge=1)
+    max_eval_examples: int | None = Field(None, ge=1)
+
+
+class LoraParams(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj",
+                                 "gate_proj", "up_proj", "down_proj"]
+    modules_to_save: list[str] = []
+
+
+class BuiltinModelParams(Section):
+    """Shape of the ``builtin:tiny-qwen2`` model made from a config (random weights)."""
+
+    hidden_size: int = Field(128, ge=8)
+    intermediate_size: int = Field(512, ge=8)
+    num_hidden_layers: int = Field(2, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(4, ge=1)
+    vocab_size: int = Field(2048, ge=300)
+
+
+class TrainParams(Section):
+    model_name: str = "builtin:tiny-qwen2"
+    backend: Literal["auto", "unsloth", "peft"] = "auto"
+    max_seq_length: int = Field(512, ge=16)
+    load_in_4bit: bool = False
+    lora: LoraParams = LoraParams()
+    builtin: BuiltinModelParams = BuiltinModelParams()
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(3.0e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    lr_scheduler: str = "cosine"
+    weight_decay: float = Field(0.0, ge=0.0)
+    gradient_checkpointing: bool = False
+    packing: bool = False
+    seed: int = 0
+    logging_steps: int = Field(10, ge=1)
+
+
+class InferParams(Section):
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(128, ge=1)
+    num_samples: int = Field(1, ge=1)
+    temperature: float = Field(0.7, ge=0.0)
+    seed: int = 0
+
+
+class EvaluateParams(Section):
+    timeout_s: float = Field(5.0, gt=0)
+    max_rows: int = Field(10000, ge=1)
+    workers: int = Field(0, ge=0)
+
+
+S = TypeVar("S", bound=Section)
+
+SECTIONS: dict[str, type[Section]] = {
+    "prepare": PrepareParams,
+    "train": TrainParams,
+    "infer": InferParams,
+    "evaluate": EvaluateParams,
+}
+
+
+def parse_section(cls: type[S], data: object, name: str, source: str = "params.yaml") -> S:
+    """Validate one section; errors name ``section.key`` and say what was expected."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise DataError(f"{source}: section {name!r} must be a mapping, got {type(data).__name__}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = ".".join([name, *(str(p) for p in err["loc"])])
+            if err["type"] == "extra_forbidden":
+                known = ", ".join(_known_keys(cls, err["loc"][:-1]))
+                problems.append(f"unknown key {key!r} (known keys here: {known})")
+            else:
+                problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+        raise DataError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _known_keys(cls: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        cls = field.annotation  # type: ignore[assignment]
+    return list(cls.model_fields)
+
+
+def load_params(section: str, path: str | Path = PARAMS_FILE) -> Section:
+    """Read ``params.yaml`` and return its ``section`` as a validated, typed object."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found (run from the repository root)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: invalid YAML: {e}") from None
+    unknown = set(data) - set(SECTIONS)
+    if unknown:
+        raise DataError(f"{path}: unknown top-level section(s) {sorted(unknown)}; "
+                        f"expected {sorted(SECTIONS)}")
+    return parse_section(SECTIONS[section], data.get(section), section, str(path))

@@ -1,0 +1,40 @@
+"""infer: generate SQL for every evaluation question with the trained adapter.
+
+    dvc repro infer
+    dvc exp run -S infer.batch_size=32
+    python stages/infer.py              # the same, outside DVC
+
+Reads the ``infer:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
+``models/adapter/``. Writes ``data/predictions/eval.jsonl`` (id, db_id, question, raw
+output, extracted sql, seconds) and ``metrics/infer.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from text2sql.io import DataError, iter_jsonl, write_json, write_jsonl
+from text2sql.params import InferParams, load_params
+
+EVAL_FILE = Path("data/prepared/eval.jsonl")
+ADAPTER_DIR = Path("models/adapter")
+OUT_FILE = Path("data/predictions/eval.jsonl")
+METRICS = Path("metrics/infer.json")
+
+
+def main(params: InferParams) -> None:
+    from text2sql.inference import predict
+
+    rows = [row for _, row in iter_jsonl(EVAL_FILE)]
+    predictions, metrics = predict(rows, ADAPTER_DIR, params)
+    write_jsonl(OUT_FILE, predictions)
+    write_json(METRICS, metrics)
+    print(f"infer: {metrics['n']} predictions, {metrics['sequences_per_s']} seq/s -> {OUT_FILE}")
+
+
+if __name__ == "__main__":
+    try:
+        main(load_params("infer"))
+    except DataError as e:
+        sys.exit(f"infer: error: {e}")

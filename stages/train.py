@@ -1,0 +1,43 @@
+"""train: fine-tune LoRA adapters (QLoRA on CUDA with Unsloth) on the prepared examples.
+
+    dvc repro train
+    dvc exp run -S train.epochs=3
+    dvc exp run -S train.model_name=unsloth/Qwen2.5-Coder-1.5B-Instruct -S train.load_in_4bit=true
+    python stages/train.py              # the same, outside DVC
+
+Reads the ``train:`` section of params.yaml and ``data/prepared/train.jsonl``. Writes the
+adapter and tokenizer to ``models/adapter/`` (plus ``base_model/`` for a built-in model)
+and ``metrics/train.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from text2sql.io import DataError, atomic_path, iter_jsonl, write_json
+from text2sql.params import TrainParams, load_params
+
+TRAIN_FILE = Path("data/prepared/train.jsonl")
+OUT_DIR = Path("models/adapter")
+METRICS = Path("metrics/train.json")
+
+
+def main(params: TrainParams) -> None:
+    from text2sql.training import train
+
+    rows = [row for _, row in iter_jsonl(TRAIN_FILE)]
+    if not rows:
+        raise DataError(f"{TRAIN_FILE}: no examples; run the prepare stage first")
+    with atomic_path(OUT_DIR, is_dir=True) as tmp:
+        metrics = train(params, rows, tmp)
+    write_json(METRICS, metrics)
+    print(f"train: {metrics['backend']} on {metrics['device']}, final loss "
+          f"{metrics['final_loss']}, {metrics['wall_s']} s -> {OUT_DIR}")
+
+
+if __name__ == "__main__":
+    try:
+        main(load_params("train"))
+    except DataError as e:
+        sys.exit(f"train: error: {e}")

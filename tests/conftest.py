@@ -1,0 +1,49 @@
+"""Shared fixtures: the committed sample dataset, prepared rows, and a tiny trained adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+SPIDER_TRAIN = REPO.parent / "shared" / "spider-train"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def prepared_rows() -> dict[str, list[dict]]:
+    """The sample data run through the prepare core with the default params, in memory."""
+    from text2sql.datasets import load_dataset_splits
+    from text2sql.params import load_params
+    from text2sql.prepare import prepare_examples
+
+    p = load_params("prepare", REPO / "params.yaml")
+    train, evals = load_dataset_splits(p.source, str(REPO / p.path), p.train_split, p.eval_split,
+                                       p.eval_fraction, p.seed)
+    kw = dict(schema_format=p.schema_format, link_schema=p.link_schema,
+              full_schema_max_tables=p.full_schema_max_tables)
+    return {"train": list(prepare_examples(train.examples, train.schemas, **kw)),
+            "eval": list(prepare_examples(evals.examples, evals.schemas, **kw))}
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tmp_path_factory, prepared_rows) -> Path:
+    """A built-in model trained briefly (1 epoch, 256 examples): real weights, poor quality."""
+    from text2sql.params import load_params
+    from text2sql.training import train
+
+    params = load_params("train", REPO / "params.yaml").model_copy(update={"epochs": 1.0})
+    out = tmp_path_factory.mktemp("adapter")
+    train(params, prepared_rows["train"][:256], out)
+    return out
