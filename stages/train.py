@@ -6,12 +6,17 @@
     python stages/train.py              # the same, outside DVC
 
 Reads the ``train:`` section of params.yaml and ``data/prepared/train.jsonl``. Writes the
-adapter and tokenizer to ``models/adapter/`` (plus ``base_model/`` for a built-in model)
-and ``metrics/train.json``.
+adapter, tokenizer and a model card to ``models/adapter/`` (plus ``base_model/`` for a
+built-in model, ``merged/`` with ``train.save_merged``), ``metrics/train.json`` and the
+loss curve under ``metrics/train_live/``. Checkpoints go to ``checkpoints/train/``: a
+killed run, started again with the same params and data, resumes from the last one.
+When ``SM_MODEL_DIR`` is set (SageMaker), the adapter is copied there too.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,20 +25,26 @@ from text2sql.params import TrainParams, load_params
 
 TRAIN_FILE = Path("data/prepared/train.jsonl")
 OUT_DIR = Path("models/adapter")
+CHECKPOINT_DIR = Path("checkpoints/train")
+LIVE_DIR = Path("metrics/train_live")
 METRICS = Path("metrics/train.json")
 
 
 def main(params: TrainParams) -> None:
+    from text2sql.model_card import write_model_card
     from text2sql.training import train
 
     rows = [row for _, row in iter_jsonl(TRAIN_FILE)]
     if not rows:
         raise DataError(f"{TRAIN_FILE}: no examples; run the prepare stage first")
     with atomic_path(OUT_DIR, is_dir=True) as tmp:
-        metrics = train(params, rows, tmp)
+        metrics = train(params, rows, tmp, checkpoint_dir=CHECKPOINT_DIR, live_dir=LIVE_DIR)
+        write_model_card(tmp, params, TRAIN_FILE, metrics)
     write_json(METRICS, metrics)
-    print(f"train: {metrics['backend']} on {metrics['device']}, final loss "
-          f"{metrics['final_loss']}, {metrics['wall_s']} s -> {OUT_DIR}")
+    if os.environ.get("SM_MODEL_DIR"):
+        shutil.copytree(OUT_DIR, os.environ["SM_MODEL_DIR"], dirs_exist_ok=True)
+    print(f"train: {metrics['backend']} on {metrics['device']}, {metrics['steps']} steps, final "
+          f"loss {metrics['final_loss']}, {metrics['wall_s']} s -> {OUT_DIR}")
 
 
 if __name__ == "__main__":

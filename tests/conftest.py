@@ -47,3 +47,17 @@ def tiny_adapter(tmp_path_factory, prepared_rows) -> Path:
     out = tmp_path_factory.mktemp("adapter")
     train(params, prepared_rows["train"][:256], out)
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``cuda``-marked tests, with the reason, where no NVIDIA GPU is present."""
+    cuda_items = [item for item in items if "cuda" in item.keywords]
+    if not cuda_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (CUDA); none is present on this machine")
+    for item in cuda_items:
+        item.add_marker(skip)

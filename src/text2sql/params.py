@@ -21,9 +21,22 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
 
+class ColumnParams(Section):
+    """Which field of a JSONL line / Hugging Face row holds what (``prepare.columns``)."""
+
+    question: str = "question"
+    query: str = "query"
+    db_id: str = "db_id"
+    evidence: str | None = "evidence"
+
+
 class PrepareParams(Section):
     source: Literal["spider", "bird", "jsonl", "hf"] = "spider"
     path: str = "data/sample"
+    tables: str | None = None
+    db_dir: str | None = None
+    hf_config: str | None = None
+    columns: ColumnParams = ColumnParams()
     train_split: str = "train"
     eval_split: str = "dev"
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
@@ -31,6 +44,11 @@ class PrepareParams(Section):
     schema_format: Literal["ddl", "compact"] = "ddl"
     link_schema: bool = True
     full_schema_max_tables: int = Field(0, ge=0)
+    link_values: bool = True
+    value_hints: int = Field(5, ge=0)
+    sample_rows: int = Field(0, ge=0)
+    fk_parents: Literal["never", "single", "always"] = "single"
+    check_gold: bool = True
     max_train_examples: int | None = Field(None, ge=1)
     max_eval_examples: int | None = Field(None, ge=1)
 
@@ -73,20 +91,27 @@ class TrainParams(Section):
     packing: bool = False
     seed: int = 0
     logging_steps: int = Field(10, ge=1)
+    checkpoint_steps: int = Field(100, ge=1)
+    save_merged: bool = False
 
 
 class InferParams(Section):
-    batch_size: int = Field(16, ge=1)
+    backend: Literal["hf", "vllm"] = "hf"
+    batch_size: int = Field(16, ge=1)  # sequences per batch (prompts x num_samples)
     max_new_tokens: int = Field(128, ge=1)
-    num_samples: int = Field(1, ge=1)
+    num_samples: int = Field(1, ge=1)  # 1: greedy; N > 1: sample N, vote by execution result
     temperature: float = Field(0.7, ge=0.0)
     seed: int = 0
+    timeout_s: float = Field(5.0, gt=0)  # per candidate query when voting
+    max_rows: int = Field(10000, ge=1)  # rows fetched per candidate when voting
 
 
 class EvaluateParams(Section):
     timeout_s: float = Field(5.0, gt=0)
-    max_rows: int = Field(10000, ge=1)
+    max_rows: int = Field(100_000, ge=1)
     workers: int = Field(0, ge=0)
+    keep_distinct: bool = False
+    report_examples: int = Field(3, ge=0)
 
 
 S = TypeVar("S", bound=Section)

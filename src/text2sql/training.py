@@ -6,9 +6,9 @@ the end-of-turn token carry their ids (see :func:`tokenize_example`).
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
-import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +21,8 @@ from text2sql.tiny_model import CHATML_TEMPLATE, build_tiny_model, check_builtin
 
 IGNORE_INDEX = -100
 BASE_MODEL_DIR = "base_model"  # inside the adapter folder, for built-in models
+MERGED_DIR = "merged"  # inside the adapter folder, with train.save_merged
+FINGERPRINT_FILE = "fingerprint.json"
 
 
 @dataclass
@@ -150,11 +152,91 @@ def load_model(params: TrainParams, backend: str, model_path: str):
     return model, tokenizer
 
 
+def fingerprint(params: TrainParams, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """What a checkpoint must match to be resumed: the params and the training data."""
+    data = hashlib.sha256()
+    for row in rows:
+        data.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
+    return {"params": hashlib.sha256(params.model_dump_json().encode()).hexdigest(),
+            "data": data.hexdigest()}
+
+
+def find_resumable_checkpoint(checkpoint_dir: Path, expected: dict[str, str]) -> Path | None:
+    """The last checkpoint in ``checkpoint_dir`` if it was made with the same params and data.
+
+    Checkpoints from other params or data are removed with a message, never resumed.
+    """
+    marker = checkpoint_dir / FINGERPRINT_FILE
+    checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"),
+                         key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    if not checkpoints:
+        return None
+    found = json.loads(marker.read_text()) if marker.is_file() else {}
+    if found != expected:
+        changed = [k for k in expected if found.get(k) != expected[k]] or ["fingerprint missing"]
+        print(f"train: not resuming from {checkpoint_dir}: it was made with different "
+              f"{' and '.join(changed)}; starting from scratch")
+        for c in checkpoints:
+            shutil.rmtree(c)
+        return None
+    last = checkpoints[-1]
+    if not (last / "trainer_state.json").is_file():  # killed while writing it
+        shutil.rmtree(last)
+        return find_resumable_checkpoint(checkpoint_dir, expected)
+    return last
+
+
+def live_callback(live_dir: Path, resume_step: int | None):
+    """DVCLive's transformers callback, writing only the loss curve under ``live_dir``.
+
+    Points are logged against the trainer's global step, so a resumed run's curve
+    continues where the killed one stopped; hyperparameters and summaries are not
+    written (they are in params.yaml and metrics/train.json).
+    """
+    from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
+
+    class StepAlignedDVCLive(DVCLiveCallback):
+        def setup(self, args, state, model):
+            self._initialized = True
+
+        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+            for key in ("loss", "learning_rate", "grad_norm"):
+                if logs and key in logs:
+                    self.live.step = state.global_step
+                    self.live.log_metric(key, float(logs[key]))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            pass
+
+    if resume_step is not None:
+        trim_curve(live_dir, resume_step)
+    live = Live(dir=str(live_dir), resume=resume_step is not None, save_dvc_exp=False,
+                dvcyaml=None, report=None)
+    return StepAlignedDVCLive(live=live)
+
+
+def trim_curve(live_dir: Path, last_step: int) -> None:
+    """Drop the curve's points after ``last_step`` (logged after the checkpoint resumed from)."""
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text().splitlines()
+        if not lines:
+            continue
+        header, rows = lines[0], lines[1:]
+        col = header.split("\t").index("step")
+        kept = [r for r in rows if int(r.split("\t")[col]) <= last_step]
+        tsv.write_text("\n".join([header, *kept]) + "\n")
+
+
 def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
-          log_dir: Path | None = None) -> dict[str, float | str]:
+          checkpoint_dir: Path | None = None, live_dir: Path | None = None
+          ) -> dict[str, float | str]:
     """Fine-tune on the prepared ``rows``; save the adapter and tokenizer to ``out_dir``.
 
-    Returns flat metrics for ``metrics/train.json``.
+    With ``checkpoint_dir``, a checkpoint is written every ``params.checkpoint_steps``
+    steps and a run with the same params and data resumes from the last one. With
+    ``live_dir``, the training curve is logged there with DVCLive. Returns flat metrics
+    for ``metrics/train.json``.
     """
     start = time.perf_counter()
     backend = resolve_backend(params.backend)
@@ -173,9 +255,17 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
     examples, dropped = tokenize_rows(tokenizer, rows, params.max_seq_length)
     dataset = Dataset.from_dict({"input_ids": [e.input_ids for e in examples],
                                  "labels": [e.labels for e in examples]})
+    resume_from = None
+    if checkpoint_dir is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        expected = fingerprint(params, rows)
+        resume_from = find_resumable_checkpoint(checkpoint_dir, expected)
+        (checkpoint_dir / FINGERPRINT_FILE).write_text(json.dumps(expected, indent=1))
+        if resume_from is not None:
+            print(f"train: resuming from {resume_from}")
     cuda = has_cuda()
     config = SFTConfig(
-        output_dir=str(log_dir or out_dir / ".trainer"),
+        output_dir=str(checkpoint_dir or out_dir / ".trainer"),
         num_train_epochs=params.epochs,
         learning_rate=params.learning_rate,
         per_device_train_batch_size=params.batch_size,
@@ -189,7 +279,9 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
         seed=params.seed,
         data_seed=params.seed,
         logging_steps=params.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if checkpoint_dir is not None else "no",
+        save_steps=params.checkpoint_steps,
+        save_total_limit=2,
         report_to="none",
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
@@ -197,28 +289,50 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
         dataset_num_proc=None,
         disable_tqdm=False,
     )
-    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
-    result = trainer.train()
+    resume_step = int(resume_from.name.split("-")[-1]) if resume_from else None
+    callbacks = [live_callback(live_dir, resume_step)] if live_dir else []
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,
+                         processing_class=tokenizer, callbacks=callbacks)
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    if params.save_merged:
+        save_merged(model, tokenizer, out_dir / MERGED_DIR)
+    if checkpoint_dir is not None:  # finished: the adapter is the result now
+        for c in checkpoint_dir.glob("checkpoint-*"):
+            shutil.rmtree(c)
     wall = time.perf_counter() - start
     n_tokens = sum(len(e.input_ids) for e in examples) * params.epochs
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    runtime = result.metrics["train_runtime"]
     return {
         "backend": backend,
         "device": "cuda" if cuda else "cpu",
-        "final_loss": round(losses[-1], 4) if losses else float(result.training_loss),
+        "final_loss": round(losses[-1], 4) if losses else round(float(result.training_loss), 4),
         "train_loss": round(float(result.training_loss), 4),
         "train_examples": len(examples),
         "dropped_too_long": dropped,
         "steps": trainer.state.global_step,
-        "tokens_per_s": round(n_tokens / result.metrics["train_runtime"], 1),
-        "train_runtime_s": round(result.metrics["train_runtime"], 2),
+        "resumed_from_step": resume_step or 0,
+        "tokens_per_s": round(n_tokens / runtime, 1) if runtime else 0.0,
+        "train_runtime_s": round(runtime, 2),
         "wall_s": round(wall, 2),
         "trainable_params": trainable,
         "peak_memory_mb": round(_peak_memory_mb(), 1),
     }
+
+
+def save_merged(model: Any, tokenizer: Any, out: Path) -> None:
+    """The base model with the adapter merged in, in 16-bit, loadable without PEFT."""
+    import torch
+
+    if hasattr(model, "save_pretrained_merged") and has_cuda():
+        model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
+        return
+    merged = model.merge_and_unload()
+    merged.to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def _peak_memory_mb() -> float:
