@@ -1,12 +1,16 @@
 """evaluate: execution accuracy and exact match of the predictions on real SQLite databases.
 
     dvc repro evaluate
-    dvc metrics diff                    # compare with the last commit
+    dvc metrics diff                    # compare with the last commit (overall, per difficulty, per outcome)
+    dvc plots show metrics/eval_by_difficulty.csv
+    dvc exp run -S evaluate.timeout_s=10 -S evaluate.keep_distinct=true
     python stages/evaluate.py           # the same, outside DVC
 
 Reads the ``evaluate:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
-``data/predictions/eval.jsonl``. Writes ``metrics/eval.json`` and the per-example
-``data/evaluation/results.jsonl``.
+``data/predictions/eval.jsonl``. Writes the per-example ``data/evaluation/results.jsonl``,
+``metrics/eval.json``, the plot data ``metrics/eval_by_difficulty.csv`` and the
+pull-request report ``metrics/eval_report.md``. To score another system's predictions
+without touching these outputs, use ``text2sql evaluate``.
 """
 
 from __future__ import annotations
@@ -14,29 +18,51 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from text2sql.evaluation import as_dict, score, summarize
-from text2sql.io import DataError, iter_jsonl, write_json, write_jsonl
+from text2sql.evaluation import (EvalConfig, EvalItem, OutputPaths, score_items, settings_line,
+                                 write_outputs)
+from text2sql.io import DataError, iter_jsonl
 from text2sql.params import EvaluateParams, load_params
 
 EVAL_FILE = Path("data/prepared/eval.jsonl")
 PREDICTIONS = Path("data/predictions/eval.jsonl")
-RESULTS = Path("data/evaluation/results.jsonl")
-METRICS = Path("metrics/eval.json")
+OUTPUTS = OutputPaths(results=Path("data/evaluation/results.jsonl"),
+                      metrics=Path("metrics/eval.json"),
+                      plot=Path("metrics/eval_by_difficulty.csv"),
+                      report=Path("metrics/eval_report.md"))
+
+
+def load_items(eval_file: Path, predictions_file: Path) -> list[EvalItem]:
+    """Evaluation examples joined with their predictions by id; every example needs one."""
+    predictions: dict[str, str] = {}
+    for lineno, row in iter_jsonl(predictions_file):
+        if "id" not in row or "sql" not in row:
+            missing = "id" if "id" not in row else "sql"
+            raise DataError(f"{predictions_file}:{lineno}: missing field {missing!r} "
+                            "(every line needs id and sql)")
+        predictions[str(row["id"])] = row["sql"] or ""
+    items = []
+    for lineno, row in iter_jsonl(eval_file):
+        for key in ("id", "db_id", "question", "query"):
+            if key not in row:
+                raise DataError(f"{eval_file}:{lineno}: missing field {key!r} "
+                                "(rerun `dvc repro prepare`)")
+        if str(row["id"]) not in predictions:
+            raise DataError(f"{predictions_file}: no prediction for id {row['id']!r} "
+                            f"({eval_file}:{lineno}); rerun `dvc repro infer`")
+        items.append(EvalItem(str(row["id"]), row["db_id"], row.get("db_path"), row["question"],
+                              row["query"], predictions[str(row["id"])]))
+    return items
 
 
 def main(params: EvaluateParams) -> None:
-    examples = [row for _, row in iter_jsonl(EVAL_FILE)]
-    predictions = {}
-    for lineno, row in iter_jsonl(PREDICTIONS):
-        if "id" not in row or "sql" not in row:
-            raise DataError(f"{PREDICTIONS}:{lineno}: missing field 'id' or 'sql'")
-        predictions[row["id"]] = row["sql"]
-    results = score(examples, predictions, timeout_s=params.timeout_s, max_rows=params.max_rows)
-    metrics = summarize(results)
-    write_jsonl(RESULTS, (as_dict(r) for r in results))
-    write_json(METRICS, metrics)
+    config = EvalConfig(timeout_s=params.timeout_s, max_rows=params.max_rows,
+                        workers=params.workers, keep_distinct=params.keep_distinct)
+    results = score_items(load_items(EVAL_FILE, PREDICTIONS), config)
+    metrics = write_outputs(results, OUTPUTS, title="Evaluation (dvc repro evaluate)",
+                            settings=settings_line(config), examples=params.report_examples)
     print(f"evaluate: execution accuracy {metrics['execution_accuracy']}, "
-          f"exact match {metrics['exact_match']} on {metrics['n']} examples")
+          f"exact match {metrics['exact_match']} on {metrics['n']} examples "
+          f"({metrics['gold_errors']} gold errors not scored) -> {OUTPUTS.report}")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
     dvc repro infer
     dvc exp run -S infer.batch_size=32
-    python stages/infer.py              # the same, outside DVC
+    dvc exp run -S infer.num_samples=5     # self-consistency: sample 5, vote by execution result
+    python stages/infer.py                 # the same, outside DVC
 
 Reads the ``infer:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
 ``models/adapter/``. Writes ``data/predictions/eval.jsonl`` (id, db_id, question, raw
-output, extracted sql, seconds) and ``metrics/infer.json``.
+output, extracted sql, seconds; with num_samples > 1 also the candidates and votes)
+and ``metrics/infer.json`` (sequences/s, generated tokens/s, n).
 """
 
 from __future__ import annotations
@@ -24,17 +26,18 @@ METRICS = Path("metrics/infer.json")
 
 
 def main(params: InferParams) -> None:
-    from text2sql.inference import predict
+    from text2sql.inference import check_rows, predict
 
-    rows = [row for _, row in iter_jsonl(EVAL_FILE)]
+    rows = check_rows(iter_jsonl(EVAL_FILE), EVAL_FILE, need_db=params.num_samples > 1)
     predictions, metrics = predict(rows, ADAPTER_DIR, params)
     write_jsonl(OUT_FILE, predictions)
     write_json(METRICS, metrics)
-    print(f"infer: {metrics['n']} predictions, {metrics['sequences_per_s']} seq/s -> {OUT_FILE}")
+    print(f"infer: {metrics['n']} predictions, {metrics['sequences_per_s']} sequences/s, "
+          f"{metrics['generated_tokens_per_s']} tokens/s -> {OUT_FILE}")
 
 
 if __name__ == "__main__":
     try:
         main(load_params("infer"))
-    except DataError as e:
+    except (DataError, FileNotFoundError) as e:
         sys.exit(f"infer: error: {e}")

@@ -2,45 +2,61 @@
 
     dvc repro prepare
     dvc exp run -S prepare.path=../spider -S prepare.schema_format=compact
+    dvc exp run -S prepare.source=jsonl -S prepare.path=data/my.jsonl -S prepare.db_dir=data/dbs
     python stages/prepare.py            # the same, outside DVC
 
 Reads the ``prepare:`` section of params.yaml. Writes ``data/prepared/train.jsonl``,
-``data/prepared/eval.jsonl`` and ``metrics/prepare.json``.
+``data/prepared/eval.jsonl``, ``data/prepared/dropped.jsonl`` (examples left out,
+and why) and ``metrics/prepare.json``. Nothing is replaced unless the whole run
+succeeds.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
+from itertools import islice
 from pathlib import Path
 
-from text2sql.datasets import load_dataset_splits
+from tqdm import tqdm
+
 from text2sql.io import DataError, atomic_path, write_json, write_jsonl
 from text2sql.params import PrepareParams, load_params
-from text2sql.prepare import PrepareStats, prepare_examples
+from text2sql.prepare import PrepareStats, load_splits, prepare_examples, prompt_options
 
 OUT_DIR = Path("data/prepared")
 METRICS = Path("metrics/prepare.json")
 
 
 def main(params: PrepareParams) -> None:
-    train, evals = load_dataset_splits(params.source, params.path, params.train_split,
-                                       params.eval_split, params.eval_fraction, params.seed)
+    train, evals = load_splits(params)
+    options = prompt_options(params)
     limits = {"train": params.max_train_examples, "eval": params.max_eval_examples}
     metrics: dict[str, float] = {}
+    dropped: list[dict] = []
     with atomic_path(OUT_DIR, is_dir=True) as tmp:
         for name, ds in (("train", train), ("eval", evals)):
             stats = PrepareStats()
-            rows = prepare_examples(ds.examples[: limits[name]], ds.schemas,
-                                    schema_format=params.schema_format,
-                                    link_schema=params.link_schema,
-                                    full_schema_max_tables=params.full_schema_max_tables,
-                                    stats=stats)
-            write_jsonl(tmp / f"{name}.jsonl", rows)
+            examples = tqdm(islice(ds.examples, limits[name]), desc=f"prepare {name}",
+                            unit=" examples", disable=None)
+            write_jsonl(tmp / f"{name}.jsonl",
+                        prepare_examples(examples, ds.schemas, options=options,
+                                         check_gold=params.check_gold, stats=stats))
             if stats.n == 0:
-                raise DataError(f"{params.path}: the {name} split is empty")
+                raise DataError(f"{params.path}: the {name} split has no usable example "
+                                f"({stats.read} read, {sum(stats.dropped.values())} dropped)")
             metrics.update(stats.as_metrics(name))
-    write_json(METRICS, metrics)
-    print(f"prepare: {metrics['train_n']} train, {metrics['eval_n']} eval examples -> {OUT_DIR}")
+            dropped += [{"split": name, **asdict(d)} for d in stats.dropped_examples]
+        write_jsonl(tmp / "dropped.jsonl", dropped)
+        write_json(METRICS, metrics)
+    for d in dropped[:10]:
+        print(f"prepare: dropped {d['split']} example {d['id']} ({d['db_id']}): {d['reason']}"
+              + (f": {d['detail']}" if d["detail"] else ""), file=sys.stderr)
+    if len(dropped) > 10:
+        print(f"prepare: ... {len(dropped) - 10} more in {OUT_DIR / 'dropped.jsonl'}", file=sys.stderr)
+    print(f"prepare: {metrics['train_n']} train, {metrics['eval_n']} eval examples -> {OUT_DIR}; "
+          f"table recall {metrics['train_table_recall']:.4f} (train), schema tokens "
+          f"-{metrics['train_schema_token_reduction']:.1%} vs the full schema")
 
 
 if __name__ == "__main__":

@@ -4,19 +4,34 @@ Sources (``prepare.source``):
 
 - ``spider``: ``train_spider.json`` (+ ``train_others.json``), ``dev.json``,
   ``tables.json``, ``database/<db_id>/<db_id>.sqlite``.
+- ``bird``: ``<split>.json`` (or ``<split>/<split>.json``) with ``question``,
+  ``SQL``, ``db_id``, ``evidence``; ``<split>_tables.json``;
+  ``<split>_databases/<db_id>/<db_id>.sqlite``.
+- ``jsonl``: one JSON object per line, either ``question``/``query``/``db_id``
+  or the seed's ``instruction``/``output`` plus ``db_id``; ``path`` is one file
+  (one split) or a folder of ``<split>.jsonl`` files. Read line by line, never whole.
+- ``hf``: a Hugging Face dataset id or local path, through ``datasets.load_dataset``
+  (or ``load_from_disk`` for a folder written by ``save_to_disk``).
+
+Schemas come from the layout's tables file when it has one, from ``tables`` when
+given, else from the SQLite files in ``db_dir``. A source with one split is split
+in two, seeded, holding out whole databases.
 """
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from text2sql.io import DataError, read_json
-from text2sql.schema import Schema, load_spider_tables
+from text2sql.schema import Schema, SqliteSchemas, find_database, load_spider_tables
 
 REQUIRED = ("question", "query", "db_id")
+SOURCES = ("spider", "bird", "jsonl", "hf")
 
 
 @dataclass(frozen=True)
@@ -29,13 +44,119 @@ class Example:
     evidence: str | None = None
 
 
+class ExampleStream:
+    """Examples read afresh from their source on every iteration (nothing held in memory)."""
+
+    def __init__(self, read: Callable[[], Iterator[Example]]):
+        self._read = read
+
+    def __iter__(self) -> Iterator[Example]:
+        return self._read()
+
+    def where(self, keep: Callable[[Example], bool]) -> ExampleStream:
+        return ExampleStream(lambda: (e for e in self._read() if keep(e)))
+
+
 @dataclass
 class Dataset:
-    """The examples of one split and the schemas they refer to."""
+    """The examples of one split and the schemas they refer to.
 
-    examples: list[Example]
-    schemas: dict[str, Schema]
+    ``examples`` is a list, or an :class:`ExampleStream` for sources read line
+    by line; both can be iterated more than once.
+    """
 
+    examples: list[Example] | ExampleStream
+    schemas: Mapping[str, Schema] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which field of a JSONL line or a Hugging Face row holds what."""
+
+    question: str = "question"
+    query: str = "query"
+    db_id: str = "db_id"
+    evidence: str | None = "evidence"
+
+
+# ------------------------------------------------------------------ databases
+
+
+class Databases:
+    """Schemas and SQLite files of a source's databases, checked with messages that name both."""
+
+    def __init__(self, schemas: Mapping[str, Schema], db_dir: Path | None, schema_file: str):
+        self.schemas = schemas
+        self.db_dir = db_dir
+        self.schema_file = schema_file  # where schemas come from, for messages
+        self._checked: dict[str, str | None] = {}
+
+    def check(self, db_id: str, where: str) -> str | None:
+        """The SQLite file of ``db_id`` (or ``None`` without a ``db_dir``); an error if unknown."""
+        if db_id in self._checked:
+            return self._checked[db_id]
+        self._checked[db_id] = self._find(db_id, where)
+        return self._checked[db_id]
+
+    def _find(self, db_id: str, where: str) -> str | None:
+        if not db_id:
+            raise DataError(f"{where}: empty db_id")
+        if db_id not in self.schemas:
+            raise DataError(f"{where}: unknown db_id {db_id!r}: it is not in {self.schema_file} "
+                            "(check the db_id, or prepare.tables / prepare.db_dir)")
+        self.schemas[db_id]  # a schema read from SQLite is read now, once, not mid-prompt
+        if self.db_dir is None:
+            return None
+        path = find_database(self.db_dir, db_id)
+        if path is None:
+            raise DataError(f"{where}: db_id {db_id!r}: SQLite file "
+                            f"{self.db_dir / db_id / (db_id + '.sqlite')} not found "
+                            f"(nor {self.db_dir / (db_id + '.sqlite')}); check prepare.db_dir")
+        return str(path)
+
+
+def open_databases(tables: str | Path | None, db_dir: str | Path | None,
+                   default_tables: Path | None = None, default_db_dir: Path | None = None) -> Databases:
+    """Schemas from a tables file (``tables``, else ``default_tables`` if it exists), else SQLite.
+
+    ``db_dir`` (given by the user: it must exist) or ``default_db_dir`` (the
+    layout's own) holds the SQLite files. Raises a ``DataError`` when there is
+    neither a tables file nor a database folder.
+    """
+    if db_dir is not None and not Path(db_dir).is_dir():
+        raise DataError(f"{db_dir}: database folder not found (prepare.db_dir)")
+    db_path = Path(db_dir) if db_dir is not None else default_db_dir
+    tables_path = Path(tables) if tables is not None else None
+    if tables_path is None and default_tables is not None and default_tables.is_file():
+        tables_path = default_tables
+    if tables_path is not None:
+        return Databases(load_spider_tables(tables_path), db_path, str(tables_path))
+    if db_path is None or not db_path.is_dir():
+        raise DataError(f"no schemas: no tables file{f' ({default_tables})' if default_tables else ''}"
+                        " and no database folder"
+                        f"{f' ({default_db_dir})' if default_db_dir else ''}: give prepare.tables "
+                        "(a tables.json) or prepare.db_dir (a folder of <db_id>/<db_id>.sqlite "
+                        "or <db_id>.sqlite files)")
+    return Databases(SqliteSchemas(db_path), db_path, f"{db_path} (no such SQLite file)")
+
+
+def _text(row: Mapping[str, Any], key: str, where: str, needs: str, *fallbacks: str) -> str:
+    for k in (key, *fallbacks):
+        if k in row and row[k] is not None:
+            value = row[k]
+            if not isinstance(value, str):
+                raise DataError(f"{where}: field {k!r} must be a string, got {type(value).__name__}")
+            return value
+    alt = "".join(f" (or {f!r})" for f in fallbacks)
+    raise DataError(f"{where}: missing field {key!r}{alt} ({needs})")
+
+
+def _optional_text(row: Mapping[str, Any], key: str | None) -> str | None:
+    value = row.get(key) if key else None
+    return value if isinstance(value, str) and value.strip() else None
+
+
+# --------------------------------------------------------------- Spider, BIRD
 
 SPIDER_SPLIT_FILES = {"train": ["train_spider.json", "train_others.json"], "dev": ["dev.json"]}
 
@@ -45,24 +166,8 @@ def _spider_files(root: Path, split: str) -> list[Path]:
     return [root / n for n in names if (root / n).is_file()]
 
 
-def _check_db(root: Path, db_id: str, schemas: dict[str, Schema], where: str) -> str:
-    if db_id not in schemas:
-        raise DataError(f"{where}: unknown db_id {db_id!r}: it is not in {root / 'tables.json'}")
-    db_path = root / "database" / db_id / f"{db_id}.sqlite"
-    if not db_path.is_file():
-        raise DataError(f"{where}: db_id {db_id!r}: SQLite file {db_path} not found")
-    return str(db_path)
-
-
-def load_spider_split(root: str | Path, split: str) -> Dataset | None:
-    """One split of a Spider-layout folder, or ``None`` when the split has no file."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset folder not found (prepare.path)")
-    files = _spider_files(root, split)
-    if not files:
-        return None
-    schemas = load_spider_tables(root / "tables.json")
+def _json_examples(files: list[Path], split: str, dbs: Databases, cols: ColumnMap,
+                   needs: str) -> list[Example]:
     examples = []
     for f in files:
         data = read_json(f)
@@ -70,45 +175,253 @@ def load_spider_split(root: str | Path, split: str) -> Dataset | None:
             raise DataError(f"{f}: expected a JSON list of examples")
         for i, row in enumerate(data):
             where = f"{f}: example {i}"
-            for key in REQUIRED:
-                if not isinstance(row.get(key), str):
-                    raise DataError(f"{where}: missing field {key!r} "
-                                    f"(every example needs {', '.join(REQUIRED)})")
-            db_path = _check_db(root, row["db_id"], schemas, where)
-            examples.append(Example(f"{split}-{len(examples):05d}", row["db_id"], row["question"],
-                                    row["query"], db_path))
-    return Dataset(examples, schemas)
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            question = _text(row, cols.question, where, needs)
+            query = _text(row, cols.query, where, needs)
+            db_id = _text(row, cols.db_id, where, needs)
+            db_path = dbs.check(db_id, where)
+            examples.append(Example(f"{split}-{len(examples):05d}", db_id, question, query, db_path,
+                                    _optional_text(row, cols.evidence)))
+    return examples
+
+
+def _dataset_root(root: str | Path) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found (prepare.path)")
+    return root
+
+
+def load_spider_split(root: str | Path, split: str, *, tables: str | Path | None = None,
+                      db_dir: str | Path | None = None) -> Dataset | None:
+    """One split of a Spider-layout folder, or ``None`` when the split has no file.
+
+    ``tables`` and ``db_dir`` replace ``<root>/tables.json`` and ``<root>/database``;
+    without any tables file the schemas are read from the SQLite files.
+    """
+    root = _dataset_root(root)
+    files = _spider_files(root, split)
+    if not files:
+        return None
+    dbs = open_databases(tables, db_dir, root / "tables.json", root / "database")
+    needs = "every example needs question, query, db_id"
+    return Dataset(_json_examples(files, split, dbs, ColumnMap(), needs), dbs.schemas)
+
+
+def _bird_split_dir(root: Path, split: str) -> Path | None:
+    for d in (root, root / split):
+        if (d / f"{split}.json").is_file():
+            return d
+    return None
+
+
+def load_bird_split(root: str | Path, split: str, *, tables: str | Path | None = None,
+                    db_dir: str | Path | None = None) -> Dataset | None:
+    """One split of a BIRD-layout folder (``<split>.json`` or ``<split>/<split>.json``), or ``None``."""
+    root = _dataset_root(root)
+    d = _bird_split_dir(root, split)
+    if d is None:
+        return None
+    dbs = open_databases(tables, db_dir, d / f"{split}_tables.json", d / f"{split}_databases")
+    cols = ColumnMap(query="SQL")
+    needs = "every BIRD example needs question, SQL, db_id"
+    return Dataset(_json_examples([d / f"{split}.json"], split, dbs, cols, needs), dbs.schemas)
+
+
+# ---------------------------------------------------------------------- JSONL
+
+
+
+
+def iter_jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of a JSONL file, read one line at a time; blank lines skipped.
+
+    Lines are read as bytes and decoded one by one, so a line that is not UTF-8
+    is reported with its own number (a text-mode reader decodes ahead).
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start} of the line)"
+                                ) from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno}); "
+                                "each line must be one JSON object") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def iter_jsonl_examples(path: str | Path, dbs: Databases, cols: ColumnMap = ColumnMap(),
+                        id_prefix: str | None = None) -> Iterator[Example]:
+    """Examples of a JSONL file, one line at a time.
+
+    A line has ``question``/``query``/``db_id`` (names per ``cols``) or the seed's
+    ``instruction``/``output`` plus ``db_id``.
+    """
+    path = Path(path)
+    prefix = id_prefix or path.stem
+    needs = (f"every line needs {cols.question} (or instruction), {cols.query} (or output), "
+             f"{cols.db_id}")
+    for lineno, row in iter_jsonl_rows(path):
+        where = f"{path}:{lineno}"
+        question = _text(row, cols.question, where, needs, "instruction")
+        query = _text(row, cols.query, where, needs, "output")
+        db_id = _text(row, cols.db_id, where, needs)
+        db_path = dbs.check(db_id, where)
+        yield Example(f"{prefix}-{lineno:05d}", db_id, question, query, db_path,
+                      _optional_text(row, cols.evidence))
+
+
+def load_jsonl_split(path: str | Path, split: str, dbs: Databases,
+                     cols: ColumnMap = ColumnMap()) -> Dataset | None:
+    """``<path>/<split>.jsonl`` as a stream, or ``None`` when there is no such file.
+
+    A ``path`` that is itself a file is the whole dataset, read as this split.
+    """
+    path = Path(path)
+    if path.is_file():
+        f = path
+    elif path.is_dir():
+        f = path / f"{split}.jsonl"
+        if not f.is_file():
+            return None
+    else:
+        raise DataError(f"{path}: JSONL file or folder not found (prepare.path)")
+    return Dataset(ExampleStream(lambda: iter_jsonl_examples(f, dbs, cols, split)), dbs.schemas)
+
+
+# ------------------------------------------------------------ Hugging Face
+
+
+def _load_hf(path: str, config: str | None) -> Any:
+    import datasets  # heavy (pyarrow, pandas): only for this source
+
+    local = Path(path)
+    if local.is_dir() and ((local / "dataset_dict.json").is_file()
+                           or (local / "state.json").is_file()):
+        return datasets.load_from_disk(str(local))
+    try:
+        return datasets.load_dataset(path, config)
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: Hugging Face dataset not found (prepare.path): {e}") from None
+
+
+def load_hf_split(data: Any, path: str, split: str, dbs: Databases,
+                  cols: ColumnMap = ColumnMap()) -> Dataset | None:
+    """One split of a loaded Hugging Face ``DatasetDict`` (``None`` when it has no such split)."""
+    import datasets
+
+    if isinstance(data, datasets.Dataset):
+        if split != "train":
+            return None
+        table = data
+    elif split in data:
+        table = data[split]
+    else:
+        return None
+    needed = [cols.question, cols.query, cols.db_id]
+    missing = [c for c in needed if c not in table.column_names]
+    if missing:
+        raise DataError(f"{path} [{split}]: missing column(s) {missing} (have {table.column_names}); "
+                        "map them with prepare.columns.question / .query / .db_id")
+
+    def read() -> Iterator[Example]:
+        needs = f"every row needs {', '.join(needed)}"
+        for i, row in enumerate(table):
+            where = f"{path} [{split}] row {i}"
+            question = _text(row, cols.question, where, needs)
+            query = _text(row, cols.query, where, needs)
+            db_id = _text(row, cols.db_id, where, needs)
+            yield Example(f"{split}-{i:05d}", db_id, question, query, dbs.check(db_id, where),
+                          _optional_text(row, cols.evidence))
+
+    return Dataset(ExampleStream(read), dbs.schemas)
+
+
+# ------------------------------------------------------------------- splits
 
 
 def split_off(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Split one dataset in two, seeded, holding out whole databases.
 
     Holding out databases (as Spider's own dev split does) keeps any question of
-    the evaluation split from having a near-twin in training.
+    the evaluation split from having a near-twin in training. A stream is read
+    once here for its database ids, and stays a stream.
     """
     db_ids = sorted({e.db_id for e in dataset.examples})
     random.Random(seed).shuffle(db_ids)
     n_eval = max(1, round(len(db_ids) * fraction)) if fraction > 0 else 0
     held = set(db_ids[:n_eval])
+    if isinstance(dataset.examples, ExampleStream):
+        return (Dataset(dataset.examples.where(lambda e: e.db_id not in held), dataset.schemas),
+                Dataset(dataset.examples.where(lambda e: e.db_id in held), dataset.schemas))
     train = [e for e in dataset.examples if e.db_id not in held]
     evals = [e for e in dataset.examples if e.db_id in held]
     return Dataset(train, dataset.schemas), Dataset(evals, dataset.schemas)
 
 
 def load_dataset_splits(source: str, path: str, train_split: str, eval_split: str,
-                        eval_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Train and evaluation datasets from any supported source."""
+                        eval_fraction: float, seed: int, *, tables: str | None = None,
+                        db_dir: str | None = None, columns: ColumnMap | None = None,
+                        hf_config: str | None = None) -> tuple[Dataset, Dataset]:
+    """Train and evaluation datasets from any supported source.
+
+    When the source has no ``eval_split``, ``eval_fraction`` of the training
+    split's databases (chosen with ``seed``) is held out for evaluation.
+    """
+    cols = columns or ColumnMap()
     if source == "spider":
-        train = load_spider_split(path, train_split)
-        if train is None:
-            raise DataError(f"{path}: no file for split {train_split!r} "
-                            f"(looked for {SPIDER_SPLIT_FILES.get(train_split, [train_split + '.json'])})")
-        evals = load_spider_split(path, eval_split)
-        if evals is None:
-            return split_off(train, eval_fraction, seed)
-        return train, evals
-    raise DataError(f"prepare.source: {source!r} is not supported yet")
+        def load(split: str) -> Dataset | None:
+            return load_spider_split(path, split, tables=tables, db_dir=db_dir)
+        looked_for = ", ".join(SPIDER_SPLIT_FILES.get(train_split, [train_split + ".json"]))
+    elif source == "bird":
+        def load(split: str) -> Dataset | None:
+            return load_bird_split(path, split, tables=tables, db_dir=db_dir)
+        looked_for = f"{train_split}.json or {train_split}/{train_split}.json"
+    elif source == "jsonl":
+        dbs = open_databases(tables, db_dir)
+
+        def load(split: str) -> Dataset | None:
+            if Path(path).is_file() and split != train_split:
+                return None  # one file holds one split: the training one
+            return load_jsonl_split(path, split, dbs, cols)
+        looked_for = f"{train_split}.jsonl in the folder"
+    elif source == "hf":
+        dbs = open_databases(tables, db_dir)
+        data = _load_hf(path, hf_config)
+
+        def load(split: str) -> Dataset | None:
+            return load_hf_split(data, path, split, dbs, cols)
+        looked_for = f"a split named {train_split!r} (have {list(getattr(data, 'keys', list)())})"
+    else:
+        raise DataError(f"prepare.source: {source!r} is not one of {', '.join(SOURCES)}")
+    train = load(train_split)
+    if train is None:
+        raise DataError(f"{path}: no data for split {train_split!r} (looked for {looked_for}; "
+                        "check prepare.path and prepare.train_split)")
+    evals = load(eval_split) if eval_split != train_split else None
+    if evals is None:
+        if eval_fraction <= 0:
+            raise DataError(f"{path}: no {eval_split!r} split and prepare.eval_fraction is 0: "
+                            "set prepare.eval_fraction > 0 to hold out databases for evaluation")
+        return split_off(train, eval_fraction, seed)
+    return train, evals
 
 
 def iter_examples(dataset: Dataset) -> Iterator[Example]:
     yield from dataset.examples
+
+
+def db_ids(examples: Iterable[Example]) -> set[str]:
+    """The databases some example refers to."""
+    return {e.db_id for e in examples}

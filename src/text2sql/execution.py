@@ -2,8 +2,18 @@
 
 Three independent guards keep a database unchanged whatever the SQL says: the file
 is opened with ``mode=ro``, ``PRAGMA query_only`` is on, and an authorizer allows
-only reading (no ATTACH, no PRAGMA, no writes). The deadline is enforced by SQLite's
-progress handler, so a runaway cartesian join stops on time instead of hanging.
+only reading (no ATTACH, no PRAGMA, no writes). Before SQLite sees it, the text must
+be a single statement starting with SELECT or WITH. The deadline is enforced by
+SQLite's progress handler, so a runaway cartesian join stops on time instead of
+hanging (the official Spider evaluator's asyncio timeout cannot interrupt SQLite).
+At most ``max_rows + 1`` rows are fetched, and no string or BLOB may exceed
+:data:`MAX_VALUE_BYTES` (``SELECT randomblob(1e9)`` fails instead of taking 1 GB).
+
+Error kinds (:func:`classify_error`): ``empty_prediction``, ``parse_error`` (SQLite
+or the tokenizer rejects the syntax), ``not_read_only`` (several statements, not a
+query, or a write/ATTACH/PRAGMA refused by the authorizer), ``unknown_table``,
+``unknown_column`` (no such column, or an ambiguous one), ``timeout``,
+``execution_error`` (anything else SQLite reports, e.g. a wrong function).
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlglot
-from sqlglot import exp
+from sqlglot.tokens import TokenType
 
 # Error kinds (also the evaluation's error taxonomy).
 EMPTY = "empty_prediction"
@@ -25,6 +35,10 @@ UNKNOWN_TABLE = "unknown_table"
 UNKNOWN_COLUMN = "unknown_column"
 TIMEOUT = "timeout"
 EXEC_ERROR = "execution_error"
+
+ERROR_KINDS = (EMPTY, PARSE_ERROR, NOT_READ_ONLY, UNKNOWN_TABLE, UNKNOWN_COLUMN, TIMEOUT,
+               EXEC_ERROR)
+MAX_VALUE_BYTES = 100_000_000
 
 _ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                     getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
@@ -44,17 +58,31 @@ class ExecResult:
 
 
 def check_read_only_query(sql: str) -> tuple[str | None, str]:
-    """``(error_kind, message)`` if ``sql`` is not exactly one SELECT/WITH query, else ``(None, "")``."""
+    """``(error_kind, message)`` if ``sql`` is not exactly one SELECT/WITH query, else ``(None, "")``.
+
+    Uses sqlglot's tokenizer, not its parser: whether the query is valid SQL is for
+    SQLite to say (sqlglot cannot parse every query SQLite runs).
+    """
     if not sql or not sql.strip():
         return EMPTY, "no SQL"
     try:
-        statements = [s for s in sqlglot.parse(sql, read="sqlite") if s is not None]
+        tokens = sqlglot.Dialect.get_or_raise("sqlite").tokenize(sql)
     except sqlglot.errors.SqlglotError as e:
         return PARSE_ERROR, str(e).splitlines()[0]
+    statements: list[list] = [[]]
+    for token in tokens:
+        if token.token_type == TokenType.SEMICOLON:
+            statements.append([])
+        else:
+            statements[-1].append(token)
+    statements = [s for s in statements if s]
+    if not statements:
+        return EMPTY, "no SQL (only comments or semicolons)"
     if len(statements) != 1:
         return NOT_READ_ONLY, f"expected one statement, got {len(statements)}"
-    if not isinstance(statements[0], exp.Query):
-        return NOT_READ_ONLY, f"only SELECT/WITH queries run here, not {statements[0].key.upper()}"
+    first = statements[0][0]
+    if first.token_type not in (TokenType.SELECT, TokenType.WITH):
+        return NOT_READ_ONLY, f"only SELECT/WITH queries run here, not {first.text.upper()}"
     return None, ""
 
 
@@ -70,11 +98,13 @@ def open_readonly(db_path: str | Path) -> sqlite3.Connection:
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
     conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
     conn.execute("PRAGMA query_only = ON")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
     conn.set_authorizer(_authorizer)
     return conn
 
 
 def classify_error(message: str) -> str:
+    """The error kind of an SQLite error message."""
     m = message.lower()
     if "interrupted" in m:
         return TIMEOUT
@@ -82,9 +112,11 @@ def classify_error(message: str) -> str:
         return UNKNOWN_TABLE
     if "no such column" in m or "ambiguous column" in m:
         return UNKNOWN_COLUMN
-    if "not authorized" in m or "readonly" in m or "read-only" in m:
+    if ("not authorized" in m or "authorization denied" in m or "readonly" in m
+            or "read-only" in m or "one statement at a time" in m):
         return NOT_READ_ONLY
-    if "syntax error" in m or "incomplete input" in m:
+    if ("syntax error" in m or "incomplete input" in m or "unrecognized token" in m
+            or "unterminated" in m):
         return PARSE_ERROR
     return EXEC_ERROR
 
@@ -104,8 +136,11 @@ def execute(conn: sqlite3.Connection, sql: str, *, timeout_s: float = 5.0,
         truncated = len(rows) > max_rows
         return ExecResult([tuple(r) for r in rows[:max_rows]], truncated=truncated,
                           seconds=time.monotonic() - start)
-    except sqlite3.Error as e:
-        return ExecResult(None, classify_error(str(e)), str(e), seconds=time.monotonic() - start)
+    except (sqlite3.Error, sqlite3.Warning) as e:
+        kind = classify_error(str(e))
+        message = f"no result within {timeout_s:g} s (stopped inside SQLite)" \
+            if kind == TIMEOUT else str(e)
+        return ExecResult(None, kind, message, seconds=time.monotonic() - start)
     except (OverflowError, ValueError, MemoryError) as e:
         return ExecResult(None, EXEC_ERROR, f"{type(e).__name__}: {e}",
                           seconds=time.monotonic() - start)

@@ -1,37 +1,161 @@
-"""Predicting SQL for prepared examples (the core of the ``infer`` stage)."""
+"""Predicting SQL for prepared examples: the core of the ``infer`` stage and of ``predict``.
+
+Every prediction keeps the model's raw output beside the extracted SQL. With
+``infer.num_samples`` = N > 1 each question gets N sampled candidates, voted on by
+executing them on the question's database (:mod:`text2sql.consistency`); the
+record then also lists every candidate with its log-probability and error kind.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from text2sql.consistency import Candidate, choose
 from text2sql.extract import extract_sql
+from text2sql.io import DataError
 from text2sql.params import InferParams
 
+REQUIRED_FIELDS = ("id", "db_id", "question", "prompt")
 
-def predict(rows: Sequence[dict[str, Any]], adapter_dir: str | Path, params: InferParams
-            ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Prediction records (in input order) and throughput metrics."""
-    from text2sql.generation import generate, load_for_inference
 
+def check_rows(numbered: Iterable[tuple[int, dict[str, Any]]], source: str | Path, *,
+               need_db: bool) -> list[dict[str, Any]]:
+    """The rows, after checking each has what inference needs; errors name file and line."""
+    rows = []
+    for lineno, row in numbered:
+        for key in REQUIRED_FIELDS:
+            if key not in row:
+                raise DataError(f"{source}:{lineno}: missing field {key!r} (every prepared example "
+                                f"needs {', '.join(REQUIRED_FIELDS)}; rerun the prepare stage)")
+        prompt = row["prompt"]
+        if not (isinstance(prompt, list) and prompt
+                and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)):
+            raise DataError(f"{source}:{lineno}: field 'prompt' must be a list of chat messages "
+                            "({\"role\": ..., \"content\": ...})")
+        if need_db:
+            db = row.get("db_path")
+            if not db:
+                raise DataError(f"{source}:{lineno}: db_path is empty, but infer.num_samples > 1 "
+                                "votes by executing candidates on the example's SQLite file "
+                                "(set infer.num_samples=1, or use a source with databases)")
+            if not Path(db).is_file():
+                raise DataError(f"{source}:{lineno}: db_path {db!r}: SQLite file not found "
+                                "(run from the repository root, or rerun the prepare stage)")
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{source}: no examples to predict")
+    return rows
+
+
+def check_backend(backend: str) -> None:
+    """Refuse a backend that cannot run here, saying why and what to do instead."""
+    if backend == "hf":
+        return
+    if backend != "vllm":
+        raise DataError(f"infer.backend: unknown backend {backend!r} (hf | vllm)")
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DataError("infer.backend=vllm needs a CUDA GPU, and none is visible here; "
+                        "use infer.backend=hf (transformers), which runs on the CPU too")
+    if importlib.util.find_spec("vllm") is None:
+        raise DataError("infer.backend=vllm, but the vllm package is not installed "
+                        "(it is not a dependency of this project: `uv pip install vllm` into the "
+                        "environment), or use infer.backend=hf")
+    raise DataError("infer.backend=vllm is not implemented in this version; use infer.backend=hf")
+
+
+def predict(rows: Sequence[dict[str, Any]], adapter_dir: str | Path, params: InferParams, *,
+            progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Load the adapter, predict every row; prediction records (input order) and metrics."""
+    from text2sql.generation import load_for_inference
+
+    check_backend(params.backend)
+    t0 = time.perf_counter()
     model, tokenizer = load_for_inference(adapter_dir)
+    load_s = time.perf_counter() - t0
+    records, metrics = predict_with_model(model, tokenizer, rows, params, progress=progress)
+    metrics["load_s"] = round(load_s, 2)
+    return records, metrics
+
+
+def predict_with_model(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]],
+                       params: InferParams, *, progress: bool = True
+                       ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Generate, extract and (with N > 1) vote, with a model already loaded."""
+    from text2sql.generation import generate
+
     start = time.perf_counter()
     gens = generate(model, tokenizer, [r["prompt"] for r in rows], batch_size=params.batch_size,
                     max_new_tokens=params.max_new_tokens, num_samples=params.num_samples,
-                    temperature=params.temperature, seed=params.seed)
-    wall = time.perf_counter() - start
-    out = []
+                    temperature=params.temperature, seed=params.seed, progress=progress)
+    generate_s = time.perf_counter() - start
+    records = []
     for row, gen in zip(rows, gens, strict=True):
-        raw = gen.texts[0]
-        out.append({"id": row["id"], "db_id": row["db_id"], "question": row["question"],
-                    "raw": raw, "sql": extract_sql(raw), "seconds": round(gen.seconds, 4)})
+        records.append({"id": row["id"], "db_id": row["db_id"], "question": row["question"],
+                        "raw": gen.texts[0], "sql": extract_sql(gen.texts[0]),
+                        "seconds": round(gen.seconds, 4)})
+    n, n_seq = len(records), len(records) * params.num_samples
     new_tokens = sum(g.new_tokens for g in gens)
-    metrics = {
-        "n": len(out),
-        "sequences_per_s": round(len(out) / wall, 2) if wall else 0.0,
-        "generated_tokens_per_s": round(new_tokens / wall, 1) if wall else 0.0,
-        "wall_s": round(wall, 2),
+    metrics: dict[str, float] = {
+        "n": n,
+        "num_samples": params.num_samples,
+        "sequences_per_s": round(n_seq / generate_s, 3) if generate_s else 0.0,
+        "questions_per_s": round(n / generate_s, 3) if generate_s else 0.0,
+        "generated_tokens_per_s": round(new_tokens / generate_s, 1) if generate_s else 0.0,
+        "generated_tokens": new_tokens,
+        "generate_s": round(generate_s, 2),
     }
-    return out, metrics
+    if params.num_samples > 1:
+        metrics.update(_vote_all(rows, gens, records, params, progress=progress))
+    metrics["wall_s"] = round(time.perf_counter() - start, 2)
+    return records, metrics
+
+
+def _vote_all(rows: Sequence[dict[str, Any]], gens: Sequence[Any], records: list[dict[str, Any]],
+              params: InferParams, *, progress: bool) -> dict[str, float]:
+    """Replace each record's greedy-slot answer with the self-consistent choice."""
+    from tqdm.auto import tqdm
+
+    from text2sql.execution import open_readonly
+
+    t0 = time.perf_counter()
+    conns: dict[str, Any] = {}
+    valid, all_failed, votes = 0, 0, 0
+    try:
+        for row, gen, rec in tqdm(list(zip(rows, gens, records, strict=True)), desc="vote",
+                                  unit="question", disable=not progress):
+            db = row.get("db_path")
+            if not db:
+                raise DataError(f"example {row['id']!r}: db_path is empty; infer.num_samples > 1 "
+                                "needs the example's SQLite file")
+            if db not in conns:
+                conns[db] = open_readonly(db)
+            candidates = [Candidate(raw, extract_sql(raw), lp)
+                          for raw, lp in zip(gen.texts, gen.logprobs, strict=True)]
+            result = choose(conns[db], candidates, timeout_s=params.timeout_s,
+                            max_rows=params.max_rows)
+            best = candidates[result.chosen]
+            rec.update(raw=best.raw, sql=best.sql, votes=result.votes,
+                       valid_candidates=result.valid,
+                       candidates=[{"raw": c.raw, "sql": c.sql, "logprob": round(c.logprob, 4),
+                                    "error": err}
+                                   for c, err in zip(candidates, result.errors, strict=True)])
+            valid += result.valid
+            votes += result.votes
+            all_failed += result.valid == 0
+    finally:
+        for c in conns.values():
+            c.close()
+    n = len(records)
+    return {
+        "vote_s": round(time.perf_counter() - t0, 2),
+        "mean_valid_candidates": round(valid / n, 3),
+        "mean_winning_votes": round(votes / n, 3),
+        "all_candidates_failed": all_failed,
+    }

@@ -1,93 +1,252 @@
-"""Turn a dataset into schema-aware chat examples (the core of the ``prepare`` stage)."""
+"""Turn a dataset into schema-aware chat examples (the core of the ``prepare`` stage).
+
+Every example's prompt is built by ``prompts.make_prompt`` from its question
+(and evidence) alone. The gold SQL is used only to measure linking (the tables
+it reads, found with sqlglot, that the prompt shows) and to drop examples whose
+gold SQL does not run on their database, which are reported and counted.
+"""
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from text2sql.datasets import Example
-from text2sql.linking import select_tables
-from text2sql.prompts import build_prompt_messages
-from text2sql.schema import Schema, to_compact, to_ddl
-from text2sql.sql import referenced_tables
+from text2sql.prompts import PromptOptions, make_prompt
+from text2sql.prompts import schema_text as _schema_text
+from text2sql.schema import Schema, connect_readonly
+from text2sql.sql import referenced_tables, run_error
+
+# Why an example is dropped; every reason is always in the metrics (0 when none).
+DROP_REASONS = ("empty_question", "empty_query", "gold_sql_error")
+_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def schema_text(schema: Schema, tables: list[str], fmt: str) -> str:
-    return to_ddl(schema, tables) if fmt == "ddl" else to_compact(schema, tables)
+    """The schema of ``tables`` as DDL or compact text (see ``prompts.schema_text``)."""
+    return _schema_text(schema, tables, fmt)
 
 
 def count_tokens(text: str) -> int:
-    """A model-free token count: words, numbers and punctuation marks."""
-    import re
+    """A model-free token count: words, numbers and punctuation marks.
 
-    return len(re.findall(r"\w+|[^\w\s]", text))
+    The same count for every model, so prompt lengths compare across runs; a
+    BPE tokenizer gives about as many tokens on SQL and English.
+    """
+    return len(_TOKEN.findall(text))
+
+
+@dataclass
+class DroppedExample:
+    id: str
+    db_id: str
+    reason: str
+    detail: str
 
 
 @dataclass
 class PrepareStats:
+    """Running totals of one split: counts, linking recall, prompt lengths, drops."""
+
+    read: int = 0
     n: int = 0
     gold_tables: int = 0
     gold_tables_found: int = 0
+    gold_unparsed: int = 0
     full_schema: int = 0
-    prompt_tokens: list[int] = field(default_factory=list)
-    full_prompt_tokens: list[int] = field(default_factory=list)
+    tables_shown: int = 0
+    prompt_tokens_sum: int = 0
+    prompt_tokens_max: int = 0
+    full_prompt_tokens_sum: int = 0
+    full_prompt_tokens_max: int = 0
+    schema_tokens_sum: int = 0
+    full_schema_tokens_sum: int = 0
     dropped: Counter = field(default_factory=Counter)
+    dropped_examples: list[DroppedExample] = field(default_factory=list)
+    max_kept_drops: int = 1000  # dropped examples remembered for the report
+
+    def drop(self, ex: Example, reason: str, detail: str = "") -> None:
+        self.dropped[reason] += 1
+        if len(self.dropped_examples) < self.max_kept_drops:
+            self.dropped_examples.append(DroppedExample(ex.id, ex.db_id, reason, detail))
 
     def as_metrics(self, prefix: str) -> dict[str, float]:
-        def mean(xs: list[int]) -> float:
-            return round(sum(xs) / len(xs), 2) if xs else 0.0
+        """Flat numbers for ``metrics/prepare.json``, every key prefixed with the split."""
+        def mean(total: int) -> float:
+            return round(total / self.n, 2) if self.n else 0.0
 
-        return {
-            f"{prefix}_n": self.n,
-            f"{prefix}_table_recall": round(self.gold_tables_found / self.gold_tables, 4)
+        out: dict[str, float] = {
+            "n": self.n,
+            "read": self.read,
+            "dropped": sum(self.dropped.values()),
+            **{f"dropped_{r}": self.dropped.get(r, 0) for r in DROP_REASONS},
+            "table_recall": round(self.gold_tables_found / self.gold_tables, 4)
             if self.gold_tables else 1.0,
-            f"{prefix}_full_schema_rate": round(self.full_schema / self.n, 4) if self.n else 0.0,
-            f"{prefix}_prompt_tokens_mean": mean(self.prompt_tokens),
-            f"{prefix}_prompt_tokens_max": max(self.prompt_tokens, default=0),
-            f"{prefix}_full_schema_tokens_mean": mean(self.full_prompt_tokens),
-            f"{prefix}_dropped": sum(self.dropped.values()),
+            "gold_unparsed": self.gold_unparsed,
+            "full_schema_rate": round(self.full_schema / self.n, 4) if self.n else 0.0,
+            "tables_shown_mean": mean(self.tables_shown),
+            "prompt_tokens_mean": mean(self.prompt_tokens_sum),
+            "prompt_tokens_max": self.prompt_tokens_max,
+            "full_prompt_tokens_mean": mean(self.full_prompt_tokens_sum),
+            "full_prompt_tokens_max": self.full_prompt_tokens_max,
+            "schema_tokens_mean": mean(self.schema_tokens_sum),
+            "full_schema_tokens_mean": mean(self.full_schema_tokens_sum),
+            "schema_token_reduction": round(1 - self.schema_tokens_sum / self.full_schema_tokens_sum,
+                                            4) if self.full_schema_tokens_sum else 0.0,
         }
+        return {f"{prefix}_{k}": v for k, v in out.items()}
+
+
+class _Connections:
+    """One read-only connection per database file, reused across examples."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, sqlite3.Connection] = {}
+
+    def get(self, path: str) -> sqlite3.Connection:
+        if path not in self._open:
+            if len(self._open) >= 16:
+                self.close()
+            self._open[path] = connect_readonly(path)
+        return self._open[path]
+
+    def close(self) -> None:
+        for c in self._open.values():
+            c.close()
+        self._open.clear()
 
 
 def prepare_examples(
     examples: Iterable[Example],
-    schemas: dict[str, Schema],
+    schemas: Mapping[str, Schema],
     *,
     schema_format: str = "ddl",
     link_schema: bool = True,
     full_schema_max_tables: int = 0,
+    link_values: bool = True,
+    value_hints: int = 5,
+    sample_rows: int = 0,
+    fk_parents: str = "single",
+    check_gold: bool = True,
     stats: PrepareStats | None = None,
+    options: PromptOptions | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Yield one prompt/completion record per example, linking each to its tables."""
+    """Yield one prompt/completion record per example, linking each to its tables.
+
+    ``options`` (when given) replaces the prompt keywords. With ``check_gold``,
+    an example whose gold SQL does not run on its database is dropped and
+    counted in ``stats`` with SQLite's message, not raised.
+    """
+    if options is None:
+        options = PromptOptions(schema_format, link_schema, full_schema_max_tables, link_values,
+                                value_hints, sample_rows, fk_parents)
     stats = stats if stats is not None else PrepareStats()
-    for ex in examples:
-        schema = schemas[ex.db_id]
-        if link_schema:
-            tables, full = select_tables(ex.question, schema,
-                                         full_schema_max_tables=full_schema_max_tables)
-        else:
-            tables, full = schema.table_names, True
-        text = schema_text(schema, tables, schema_format)
-        prompt = build_prompt_messages(ex.question, text, ex.evidence)
-        stats.n += 1
-        stats.full_schema += full
-        stats.prompt_tokens.append(count_tokens(prompt[1]["content"]))
-        stats.full_prompt_tokens.append(
-            count_tokens(schema_text(schema, schema.table_names, schema_format)))
-        gold = referenced_tables(ex.query)
-        if gold is not None:
-            shown = {t.lower() for t in tables}
-            stats.gold_tables += len(gold)
-            stats.gold_tables_found += len(gold & shown)
-        yield {
-            "id": ex.id,
-            "db_id": ex.db_id,
-            "db_path": ex.db_path,
-            "question": ex.question,
-            "query": ex.query,
-            "tables": tables,
-            "prompt": prompt,
-            "completion": [{"role": "assistant", "content": ex.query}],
-        }
+    full_schema_cache: dict[str, int] = {}
+    conns = _Connections()
+    try:
+        for ex in examples:
+            stats.read += 1
+            if not ex.question.strip():
+                stats.drop(ex, "empty_question")
+                continue
+            if not ex.query.strip():
+                stats.drop(ex, "empty_query")
+                continue
+            if check_gold and ex.db_path:
+                error = run_error(conns.get(ex.db_path), ex.query)
+                if error is not None:
+                    stats.drop(ex, "gold_sql_error", error)
+                    continue
+            schema = schemas[ex.db_id]
+            linked = make_prompt(ex.question, schema, ex.db_path, ex.evidence, options)
+            prompt_tokens = sum(count_tokens(m["content"]) for m in linked.messages)
+            schema_tokens = count_tokens(linked.schema_text)
+            if ex.db_id not in full_schema_cache:
+                full_schema_cache[ex.db_id] = count_tokens(_full_schema_text(schema, ex, options))
+            full_schema_tokens = full_schema_cache[ex.db_id]
+            # Token counts add up over the prompt's parts, so the full-schema prompt's
+            # length is the linked one's with the schema part swapped.
+            full_prompt_tokens = prompt_tokens - schema_tokens + full_schema_tokens
+            stats.n += 1
+            stats.full_schema += linked.full_schema
+            stats.tables_shown += len(linked.tables)
+            stats.prompt_tokens_sum += prompt_tokens
+            stats.prompt_tokens_max = max(stats.prompt_tokens_max, prompt_tokens)
+            stats.full_prompt_tokens_sum += full_prompt_tokens
+            stats.full_prompt_tokens_max = max(stats.full_prompt_tokens_max, full_prompt_tokens)
+            stats.schema_tokens_sum += schema_tokens
+            stats.full_schema_tokens_sum += full_schema_tokens
+            gold = referenced_tables(ex.query)
+            if gold is None:
+                stats.gold_unparsed += 1
+            else:
+                shown = {t.lower() for t in linked.tables}
+                stats.gold_tables += len(gold)
+                stats.gold_tables_found += len(gold & shown)
+            row: dict[str, Any] = {
+                "id": ex.id,
+                "db_id": ex.db_id,
+                "db_path": ex.db_path,
+                "question": ex.question,
+                "query": ex.query,
+                "tables": linked.tables,
+                "prompt": linked.messages,
+                "completion": [{"role": "assistant", "content": ex.query}],
+            }
+            if ex.evidence:
+                row["evidence"] = ex.evidence
+            yield row
+    finally:
+        conns.close()
+
+
+def _full_schema_text(schema: Schema, ex: Example, options: PromptOptions) -> str:
+    from text2sql.values import sample_rows
+
+    rows = None
+    if ex.db_path and options.sample_rows > 0:
+        rows = {t: sample_rows(ex.db_path, t, options.sample_rows) for t in schema.table_names}
+    return _schema_text(schema, schema.table_names, options.schema_format, rows)
+
+
+def prompt_options(params: Any) -> PromptOptions:
+    """The prompt-shaping part of the ``prepare:`` params (a ``PrepareParams``)."""
+    return PromptOptions(
+        schema_format=params.schema_format,
+        link_schema=params.link_schema,
+        full_schema_max_tables=params.full_schema_max_tables,
+        link_values=params.link_values,
+        value_hints=params.value_hints,
+        sample_rows=params.sample_rows,
+        fk_parents=params.fk_parents,
+    )
+
+
+def load_splits(params: Any, root: str | None = None) -> tuple[Any, Any]:
+    """Train and evaluation datasets as the ``prepare:`` params describe them.
+
+    ``root`` (a folder) is prepended to relative paths, for callers outside the
+    repository root (tests).
+    """
+    from pathlib import Path
+
+    from text2sql.datasets import ColumnMap, load_dataset_splits
+
+    def resolve(p: str | None) -> str | None:
+        if p is None or root is None or Path(p).is_absolute():
+            return p
+        local = Path(root) / p
+        # A Hugging Face id ("org/name") is not a path: leave it alone unless it exists here.
+        return str(local) if params.source != "hf" or local.exists() else p
+
+    c = params.columns
+    return load_dataset_splits(
+        params.source, resolve(params.path), params.train_split, params.eval_split,
+        params.eval_fraction, params.seed, tables=resolve(params.tables),
+        db_dir=resolve(params.db_dir), hf_config=params.hf_config,
+        columns=ColumnMap(c.question, c.query, c.db_id, c.evidence),
+    )

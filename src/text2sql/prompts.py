@@ -1,6 +1,19 @@
-"""ChatML prompts: a system instruction, the (linked) schema and the question."""
+"""ChatML prompts: a system instruction, the (linked) schema, matched values and the question.
+
+``build_prompt_messages`` writes the conversation from a finished schema text;
+``make_prompt`` does the whole job for one question (link the schema, read
+matched values and sample rows, serialize, write the messages), and is what both
+the ``prepare`` stage and inference on a new question call, so training and
+inference prompts are built the same way.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from text2sql.linking import FK_PARENTS, add_fk_parents, select_tables
+from text2sql.schema import Schema, to_compact, to_ddl
 
 SYSTEM_PROMPT = (
     "You translate questions into SQLite queries. Answer with a single SQL query "
@@ -8,9 +21,17 @@ SYSTEM_PROMPT = (
 )
 
 
-def build_user_message(question: str, schema_text: str, evidence: str | None = None) -> str:
-    """The user turn: schema first, then optional evidence (BIRD), then the question."""
+def format_values(values: list[tuple[str, str, str]]) -> str:
+    """``table.column = 'value'`` hints, ``; ``-separated."""
+    return "; ".join(f"{t}.{c} = '{v.replace(chr(39), chr(39) * 2)}'" for t, c, v in values)
+
+
+def build_user_message(question: str, schema_text: str, evidence: str | None = None,
+                       values: list[tuple[str, str, str]] | None = None) -> str:
+    """The user turn: schema, matched values, evidence (BIRD), then the question."""
     parts = [f"Schema:\n{schema_text}"]
+    if values:
+        parts.append(f"Values: {format_values(values)}")
     if evidence:
         parts.append(f"Evidence: {evidence}")
     parts.append(f"Question: {question}")
@@ -18,10 +39,84 @@ def build_user_message(question: str, schema_text: str, evidence: str | None = N
 
 
 def build_prompt_messages(
-    question: str, schema_text: str, evidence: str | None = None
+    question: str, schema_text: str, evidence: str | None = None,
+    values: list[tuple[str, str, str]] | None = None,
 ) -> list[dict[str, str]]:
     """The conversation up to, not including, the assistant's answer."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": build_user_message(question, schema_text, evidence)},
+        {"role": "user", "content": build_user_message(question, schema_text, evidence, values)},
     ]
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """How a question's prompt is built: the ``prepare:`` params that shape prompts."""
+
+    schema_format: str = "ddl"        # ddl | compact
+    link_schema: bool = True          # show only linked tables (+ FK paths)
+    full_schema_max_tables: int = 0   # databases this small always get the full schema
+    link_values: bool = True          # tables holding a value the question mentions are linked
+    value_hints: int = 5              # matched values shown in the prompt, at most (0: none)
+    sample_rows: int = 0              # rows shown per table (0: none)
+    fk_parents: str = "single"        # show tables linked ones point to: never | single | always
+
+    def __post_init__(self) -> None:
+        if self.schema_format not in ("ddl", "compact"):
+            raise ValueError(f"schema_format must be 'ddl' or 'compact', got {self.schema_format!r}")
+        if self.fk_parents not in FK_PARENTS:
+            raise ValueError(f"fk_parents must be one of {FK_PARENTS}, got {self.fk_parents!r}")
+
+
+@dataclass
+class LinkedPrompt:
+    """A question's prompt and how it was made."""
+
+    messages: list[dict[str, str]]
+    tables: list[str]                 # tables shown, in schema order
+    full_schema: bool                 # every table shown (fallback, small database, or no linking)
+    schema_text: str
+    values: list[tuple[str, str, str]] = field(default_factory=list)  # (table, column, value)
+
+
+def schema_text(schema: Schema, tables: list[str], fmt: str,
+                sample_rows: dict[str, list[tuple]] | None = None) -> str:
+    """The schema of ``tables`` in format ``fmt`` (``ddl`` or ``compact``)."""
+    return (to_ddl if fmt == "ddl" else to_compact)(schema, tables, sample_rows)
+
+
+def make_prompt(question: str, schema: Schema, db_path: str | Path | None = None,
+                evidence: str | None = None, options: PromptOptions = PromptOptions()) -> LinkedPrompt:
+    """Link ``question`` to ``schema`` and build its prompt.
+
+    Stored values and sample rows are read from ``db_path`` (skipped without one).
+    Only the question (and evidence) is looked at, never a gold query.
+    """
+    from text2sql.values import sample_rows as read_rows
+    from text2sql.values import value_index
+
+    matches = []
+    if db_path is not None and (options.link_values or options.value_hints):
+        matches = value_index(db_path).match(f"{question} {evidence}" if evidence else question)
+    if options.link_schema:
+        hits = [m.table for m in matches] if options.link_values else []
+        # BIRD's evidence names columns and values the answer needs: link on it too.
+        tables, full = select_tables(f"{question} {evidence}" if evidence else question, schema,
+                                     full_schema_max_tables=options.full_schema_max_tables,
+                                     value_hits=hits, fk_parents=options.fk_parents)
+    else:
+        tables, full = schema.table_names, True
+    shown = {t.lower() for t in tables}
+    values = [(m.table, m.column, m.value) for m in matches if m.table.lower() in shown]
+    values = values[: options.value_hints]
+    rows = None
+    if db_path is not None and options.sample_rows > 0:
+        rows = {t: read_rows(db_path, t, options.sample_rows) for t in tables}
+    text = schema_text(schema, tables, options.schema_format, rows)
+    messages = build_prompt_messages(question, text, evidence, values)
+    return LinkedPrompt(messages, tables, full, text, values)
+
+
+__all__ = ["SYSTEM_PROMPT", "LinkedPrompt", "PromptOptions", "add_fk_parents",
+           "build_prompt_messages", "build_user_message", "format_values", "make_prompt",
+           "schema_text"]

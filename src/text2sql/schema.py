@@ -18,6 +18,7 @@ from text2sql.io import DataError, read_json
 class Column:
     name: str
     type: str = "text"
+    label: str | None = None  # a natural-language name (Spider's ``column_names``), if known
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Table:
     name: str
     columns: list[Column]
     primary_key: list[str] = field(default_factory=list)
+    label: str | None = None  # a natural-language name (Spider's ``table_names``), if known
 
 
 @dataclass
@@ -58,14 +60,19 @@ def _spider_entry_to_schema(entry: dict[str, Any], where: str) -> Schema:
         if key not in entry:
             raise DataError(f"{where}: missing field {key!r} (Spider's tables.json format)")
     table_names: list[str] = entry["table_names_original"]
+    table_labels = _labels(entry.get("table_names"), table_names)
+    column_names = entry["column_names_original"]
+    column_labels = _labels([c[1] for c in entry.get("column_names") or []],
+                            [c[1] for c in column_names])
     columns: list[list[Column]] = [[] for _ in table_names]
     index: dict[int, tuple[str, str]] = {}
-    for i, ((t, name), ctype) in enumerate(
-        zip(entry["column_names_original"], entry["column_types"], strict=False)
-    ):
+    for i, ((t, name), ctype) in enumerate(zip(column_names, entry["column_types"], strict=False)):
         if t < 0:  # Spider's "*" pseudo-column
             continue
-        columns[t].append(Column(name, ctype))
+        if not 0 <= t < len(table_names):
+            raise DataError(f"{where}: column {name!r} names table #{t}, but there are only "
+                            f"{len(table_names)} tables")
+        columns[t].append(Column(name, ctype, column_labels[i]))
         index[i] = (table_names[t], name)
     pks: dict[str, list[str]] = {t: [] for t in table_names}
     for pk in entry.get("primary_keys", []):
@@ -78,8 +85,17 @@ def _spider_entry_to_schema(entry: dict[str, Any], where: str) -> Schema:
         for a, b in entry.get("foreign_keys", [])
         if a in index and b in index
     ]
-    tables = [Table(n, cols, pks[n]) for n, cols in zip(table_names, columns, strict=True)]
+    tables = [Table(n, cols, pks[n], label)
+              for n, cols, label in zip(table_names, columns, table_labels, strict=True)]
     return Schema(entry["db_id"], tables, fks)
+
+
+def _labels(labels: list[str] | None, names: list[str]) -> list[str | None]:
+    """Natural-language names that say more than the original name (else ``None``)."""
+    if not labels or len(labels) != len(names):
+        return [None] * len(names)
+    return [lab if isinstance(lab, str) and lab.replace(" ", "_").lower() != n.lower() else None
+            for lab, n in zip(labels, names, strict=True)]
 
 
 def load_spider_tables(path: str | Path) -> dict[str, Schema]:
@@ -118,7 +134,7 @@ def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
         ]
         tables, fks = [], []
         for name in names:
-            quoted = '"' + name.replace('"', '""') + '"'
+            quoted = quote_identifier(name)
             info = conn.execute(f"PRAGMA table_info({quoted})").fetchall()
             cols = [Column(r[1], (r[2] or "text").lower()) for r in info]
             pk = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
@@ -126,7 +142,8 @@ def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
             for r in conn.execute(f"PRAGMA foreign_key_list({quoted})").fetchall():
                 ref_table, from_col, to_col = r[2], r[3], r[4]
                 if to_col is None:  # references the parent's primary key implicitly
-                    ref_info = conn.execute(f"PRAGMA table_info(\"{ref_table}\")").fetchall()
+                    ref_info = conn.execute(
+                        f"PRAGMA table_info({quote_identifier(ref_table)})").fetchall()
                     pk_cols = [x[1] for x in ref_info if x[5]]
                     to_col = pk_cols[0] if pk_cols else from_col
                 fks.append(ForeignKey(name, from_col, ref_table, to_col))
@@ -135,15 +152,86 @@ def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
     return Schema(db_id or path.stem, tables, fks)
 
 
+SQLITE_SUFFIXES = (".sqlite", ".db", ".sqlite3")
+
+
+def find_database(db_dir: str | Path, db_id: str) -> Path | None:
+    """``<db_dir>/<db_id>/<db_id>.sqlite`` (Spider, BIRD) or ``<db_dir>/<db_id>.sqlite``.
+
+    ``.db`` and ``.sqlite3`` are accepted too; ``None`` when there is no such file.
+    """
+    db_dir = Path(db_dir)
+    for suffix in SQLITE_SUFFIXES:
+        for candidate in (db_dir / db_id / f"{db_id}{suffix}", db_dir / f"{db_id}{suffix}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+class SqliteSchemas(dict):
+    """Schemas read from the SQLite files of a folder, each on first use.
+
+    A ``dict`` so it can stand where a ``tables.json`` mapping stands; ``in``
+    and ``[]`` look the file up, so a million examples over 50 databases read 50
+    files, once each.
+    """
+
+    def __init__(self, db_dir: str | Path):
+        super().__init__()
+        self.db_dir = Path(db_dir)
+
+    def __missing__(self, db_id: str) -> Schema:
+        path = find_database(self.db_dir, db_id)
+        if path is None:
+            raise KeyError(db_id)
+        schema = schema_from_sqlite(path, db_id)
+        self[db_id] = schema
+        return schema
+
+    def __contains__(self, db_id: object) -> bool:
+        if dict.__contains__(self, db_id):
+            return True
+        return isinstance(db_id, str) and find_database(self.db_dir, db_id) is not None
+
+    def get(self, db_id: str, default: Schema | None = None) -> Schema | None:  # type: ignore[override]
+        try:
+            return self[db_id]
+        except KeyError:
+            return default
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a double-quoted SQL identifier, safe in any position."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _quote(name: str) -> str:
-    return name if name.replace("_", "").isalnum() and not name[0].isdigit() else f'"{name}"'
+    plain = name.replace("_", "").isalnum() and name.isascii() and not name[0].isdigit()
+    return name if plain else quote_identifier(name)
 
 
-def to_ddl(schema: Schema, tables: list[str] | None = None) -> str:
+def _literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bytes):
+        return "X'..'"
+    return repr(value)
+
+
+def format_rows(rows: list[tuple]) -> str:
+    """Rows as SQL tuples: ``(1, 'Ada'), (2, 'Bruno')``."""
+    return ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
+
+
+def to_ddl(schema: Schema, tables: list[str] | None = None,
+           sample_rows: dict[str, list[tuple]] | None = None) -> str:
     """``CREATE TABLE`` statements with column types, primary keys and foreign keys.
 
     Only the named tables (all by default) are written, in schema order, and only
-    the foreign keys whose both ends are among them.
+    the foreign keys whose both ends are among them. ``sample_rows`` (by table
+    name) adds a ``-- rows: (...)`` comment under each table that has some.
     """
     keep = {t.lower() for t in (tables or schema.table_names)}
     out = []
@@ -160,11 +248,17 @@ def to_ddl(schema: Schema, tables: list[str] | None = None) -> str:
                     f"{_quote(fk.ref_table)}({_quote(fk.ref_column)})"
                 )
         out.append(f"CREATE TABLE {_quote(t.name)} (\n" + ",\n".join(lines) + "\n);")
+        if sample_rows and sample_rows.get(t.name):
+            out.append(f"-- rows: {format_rows(sample_rows[t.name])}")
     return "\n".join(out)
 
 
-def to_compact(schema: Schema, tables: list[str] | None = None) -> str:
-    """One line per table, ``table(col, col*, col->other.col)``: primary keys starred."""
+def to_compact(schema: Schema, tables: list[str] | None = None,
+               sample_rows: dict[str, list[tuple]] | None = None) -> str:
+    """One line per table, ``table(col, col*, col->other.col)``: primary keys starred.
+
+    ``sample_rows`` (by table name) adds a ``  rows: (...)`` line under a table.
+    """
     keep = {t.lower() for t in (tables or schema.table_names)}
     out = []
     for t in schema.tables:
@@ -182,4 +276,6 @@ def to_compact(schema: Schema, tables: list[str] | None = None) -> str:
                 s += f"->{refs[c.name]}"
             cols.append(s)
         out.append(f"{t.name}({', '.join(cols)})")
+        if sample_rows and sample_rows.get(t.name):
+            out.append(f"  rows: {format_rows(sample_rows[t.name])}")
     return "\n".join(out)

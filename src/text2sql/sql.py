@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import sqlglot
 from sqlglot import exp
 
@@ -16,3 +18,38 @@ def referenced_tables(sql: str) -> set[str] | None:
         return None
     ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
     return {t.name.lower() for t in tree.find_all(exp.Table) if t.name and t.name.lower() not in ctes}
+
+
+# SQLite calls the progress handler every this many virtual-machine steps.
+_PROGRESS_STEP = 10_000
+
+
+def run_error(conn: sqlite3.Connection, sql: str, max_steps: int = 2_000_000_000,
+              max_rows: int = 100_000) -> str | None:
+    """Why ``sql`` does not run on ``conn`` (SQLite's message), or ``None`` when it runs.
+
+    The query runs in full (up to ``max_rows`` rows) under a budget of SQLite
+    virtual-machine steps rather than seconds, so the verdict is the same on a
+    fast and a slow machine; a query over budget is reported as such.
+    """
+    calls = 0
+
+    def tick() -> int:
+        nonlocal calls
+        calls += 1
+        return 1 if calls * _PROGRESS_STEP > max_steps else 0
+
+    conn.set_progress_handler(tick, _PROGRESS_STEP)
+    try:
+        cur = conn.execute(sql)
+        cur.fetchmany(max_rows)
+        return None
+    except sqlite3.OperationalError as e:
+        if str(e) == "interrupted":
+            return f"over the budget of {max_steps:,} SQLite steps"
+        return str(e)
+    except (sqlite3.Error, sqlite3.Warning, ValueError) as e:
+        # Warning: more than one statement; ValueError: a NUL character in the text.
+        return str(e)
+    finally:
+        conn.set_progress_handler(None, 0)

@@ -1,0 +1,226 @@
+"""``text2sql ask``: a question in plain words against any SQLite file, answered as a table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION = """\
+Ask a question of any SQLite database in plain words.
+
+What happens, in order:
+  1. the schema (tables, columns, keys) is read from the SQLite file;
+  2. the tables the question is about are linked (plus the foreign-key paths
+     between them), as the prepare stage does for training prompts, using the
+     prepare: settings of params.yaml when there is one (see --params);
+  3. the fine-tuned adapter writes SQL (greedy; with --num-samples N it samples
+     N queries, runs each, and keeps the answer most of them agree on);
+  4. the SQL is shown (and, with --dialect, also translated with sqlglot);
+  5. it runs read-only: the file is opened read-only and only one SELECT/WITH
+     query is accepted (anything else is refused and nothing runs), with a time
+     limit (--timeout) and a row cap (--max-rows);
+  6. the result is printed as a table.
+"""
+
+EPILOG = """\
+examples:
+  text2sql ask --db school.sqlite "Which students got an A?"
+  text2sql ask --db shop.db --dialect postgres "Total sales per month in 2024"
+  text2sql ask --db shop.db --num-samples 5 "Who bought the most?"
+  text2sql ask --db shop.db --sql "SELECT count(*) FROM orders"   # run your own SQL, same checks
+
+exit status: 0 answered; 1 the query failed (error shown); 2 bad arguments or
+files; 3 refused (not a single read-only query: nothing was executed).
+"""
+
+FAILED, REFUSED = 1, 3
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "ask", help="ask a question of any SQLite file; see the SQL and the result table",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("question", help="the question, in quotes")
+    p.add_argument("--db", required=True, type=Path, metavar="FILE",
+                   help="the SQLite file to ask (never modified)")
+    p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
+                   help="trained adapter folder (default: %(default)s, the train stage's output)")
+    p.add_argument("--dialect", metavar="NAME",
+                   help="also show the SQL translated to this sqlglot dialect "
+                        "(postgres, mysql, duckdb, bigquery, snowflake, tsql, ...)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="stop the query after this long (default: %(default)s)")
+    p.add_argument("--max-rows", type=int, default=100, metavar="N",
+                   help="fetch and print at most N rows (default: %(default)s)")
+    p.add_argument("--num-samples", type=int, default=None, metavar="N",
+                   help="sample N queries and vote by result (default: infer.num_samples, else 1)")
+    p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                   help="longest answer in tokens (default: infer.max_new_tokens)")
+    p.add_argument("--sql", metavar="SQL",
+                   help="skip the model and run this SQL (with the same read-only checks)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="FILE",
+                   help="prepare: and infer: settings to use when the file exists "
+                        "(default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from text2sql.execution import check_read_only_query, open_readonly, execute
+    from text2sql.io import DataError
+    from text2sql.questions import prepare_settings, prompt_row
+    from text2sql.schema import schema_from_sqlite
+
+    if args.dialect:
+        check_dialect(args.dialect)
+    if args.timeout <= 0 or args.max_rows < 1:
+        raise DataError("--timeout must be > 0 and --max-rows at least 1")
+    if not args.db.is_file():
+        raise DataError(f"{args.db}: SQLite file not found (--db)")
+    schema = schema_from_sqlite(args.db)
+    if not schema.tables:
+        raise DataError(f"{args.db}: the database has no tables to ask about")
+    out = sys.stdout
+    if args.sql is not None:
+        sql, note = args.sql, "given with --sql"
+    else:
+        row = prompt_row(args.question, args.db, schema, prepare_settings(args.params))
+        print(f"tables: {', '.join(row['tables'])}", file=out)
+        sql, note = generate_sql(row, args)
+    print(f"SQL ({note}):\n  {indent(sql or '(the model wrote no SQL)')}", file=out)
+    if args.dialect and sql:
+        print(f"SQL ({args.dialect}):\n  {indent(transpile(sql, args.dialect))}", file=out)
+    kind, message = check_read_only_query(sql)
+    if kind is not None:
+        print(f"text2sql ask: refused: {refusal(kind, message)}. Only a single read-only query "
+              "(SELECT or WITH) is run; nothing was executed.", file=sys.stderr)
+        return REFUSED
+    conn = open_readonly(args.db)
+    try:
+        result = execute(conn, sql, timeout_s=args.timeout, max_rows=args.max_rows)
+    finally:
+        conn.close()
+    if not result.ok:
+        hint = f" (after the {args.timeout:g} s limit; raise --timeout)" \
+            if result.error == "timeout" else ""
+        print(f"text2sql ask: the query failed: {result.message} [{result.error}]{hint}",
+              file=sys.stderr)
+        return FAILED
+    rows = result.rows or []
+    headers = getattr(result, "columns", None) or column_names(sql, schema, len(rows[0]) if rows else 0)
+    print(format_table(headers, rows), file=out)
+    more = f"; stopped at --max-rows {args.max_rows}, there are more" if result.truncated else ""
+    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{more}; {result.seconds:.3f} s)",
+          file=out)
+    return 0
+
+
+def generate_sql(row: dict[str, Any], args: argparse.Namespace) -> tuple[str, str]:
+    """The adapter's SQL for the prepared ``row`` and a note on how it was chosen."""
+    from text2sql.consistency import Candidate, choose
+    from text2sql.execution import open_readonly
+    from text2sql.extract import extract_sql
+    from text2sql.generation import generate, load_for_inference
+    from text2sql.params import InferParams, load_params
+
+    infer = load_params("infer", args.params) if args.params.is_file() else InferParams()
+    n = args.num_samples or infer.num_samples
+    max_new_tokens = args.max_new_tokens or infer.max_new_tokens
+    t0 = time.perf_counter()
+    model, tokenizer = load_for_inference(args.adapter)
+    gen = generate(model, tokenizer, [row["prompt"]], batch_size=max(n, 1),
+                   max_new_tokens=max_new_tokens, num_samples=n, temperature=infer.temperature,
+                   seed=infer.seed, progress=False)[0]
+    seconds = time.perf_counter() - t0
+    if n == 1:
+        return extract_sql(gen.texts[0]), f"generated in {seconds:.1f} s"
+    candidates = [Candidate(t, extract_sql(t), lp)
+                  for t, lp in zip(gen.texts, gen.logprobs, strict=True)]
+    conn = open_readonly(args.db)
+    try:
+        vote = choose(conn, candidates, timeout_s=args.timeout, max_rows=args.max_rows)
+    finally:
+        conn.close()
+    return candidates[vote.chosen].sql, (f"{vote.votes} of {n} samples agree; "
+                                         f"{vote.valid} ran; {seconds:.1f} s")
+
+
+def check_dialect(name: str) -> None:
+    """Refuse a dialect sqlglot does not know, listing the ones it does."""
+    import sqlglot
+    from sqlglot.dialects import Dialects
+
+    from text2sql.io import DataError
+
+    try:
+        sqlglot.Dialect.get_or_raise(name)
+    except ValueError:
+        known = ", ".join(sorted(d.value for d in Dialects if d.value))
+        raise DataError(f"--dialect {name!r}: unknown dialect (known: {known})") from None
+
+
+def transpile(sql: str, dialect: str) -> str:
+    """``sql`` (SQLite) written in ``dialect``, or a note saying why it cannot be."""
+    import sqlglot
+
+    try:
+        return ";\n".join(sqlglot.transpile(sql, read="sqlite", write=dialect, pretty=False))
+    except sqlglot.errors.SqlglotError as e:
+        return f"(cannot translate: {str(e).splitlines()[0]})"
+
+
+def refusal(kind: str, message: str) -> str:
+    """Why ``check_read_only_query`` turned the SQL down, in a user's words."""
+    import re
+
+    if kind == "empty_prediction":
+        return "the model wrote no SQL"
+    if kind == "parse_error":
+        return f"the SQL does not parse ({message})"
+    statement = re.search(r"not (\w+)$", message)
+    if statement:
+        word = statement.group(1)
+        return f"the SQL is {'an' if word[0] in 'AEIOU' else 'a'} {word} statement"
+    count = re.search(r"got (\d+)", message)
+    if count:
+        return f"the SQL holds {count.group(1)} statements"
+    return message
+
+
+def indent(sql: str) -> str:
+    return sql.strip().replace("\n", "\n  ")
+
+
+def column_names(sql: str, schema: Any, width: int) -> list[str]:
+    """Result column names as SQLite would show them, read from the query with sqlglot;
+    ``col1``, ``col2``, ... where they cannot be known."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.optimizer.qualify import qualify
+
+    fallback = [f"col{i + 1}" for i in range(width)]
+    try:
+        tree = sqlglot.parse_one(sql, read="sqlite")
+        if any(isinstance(s, exp.Star) or (isinstance(s, exp.Column) and s.is_star)
+               for s in tree.selects):
+            mapping = {t.name: {c.name: c.type or "text" for c in t.columns} for t in schema.tables}
+            tree = qualify(tree, schema=mapping, dialect="sqlite", quote_identifiers=False)
+            names = list(tree.named_selects)
+        else:
+            names = [s.alias_or_name if isinstance(s, (exp.Alias, exp.Column)) else
+                     s.sql(dialect="sqlite") for s in tree.selects]
+    except (sqlglot.errors.SqlglotError, AttributeError, KeyError):
+        return fallback
+    return names if len(names) == width else fallback
+
+
+def format_table(headers: list[str], rows: list[tuple]) -> str:
+    """Rows as a plain-text table (NULL shown as NULL)."""
+    from tabulate import tabulate
+
+    shown = [["NULL" if v is None else v for v in row] for row in rows]
+    return tabulate(shown, headers=headers, tablefmt="simple", disable_numparse=True) \
+        if headers else "(no columns)"

@@ -1,0 +1,220 @@
+"""``text2sql evaluate``: score any predictions file against a Spider- or BIRD-layout dataset."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from text2sql.io import DataError
+
+DESCRIPTION = """\
+Score SQL predictions by executing them, read-only and with a time limit, on the
+databases of a Spider- or BIRD-layout dataset, with the same code and semantics
+as the evaluate stage. Nothing of the DVC pipeline is touched: the outputs go to
+--out only (results.jsonl, metrics.json, by_difficulty.csv, report.md).
+
+Predictions file, either:
+  JSONL: one object per line with "sql" and either "id" (the dataset's example
+         id, e.g. dev-00042, or its 0-based index) or "question" (with "db_id"
+         when questions repeat across databases). "db_id", when present, must
+         agree with the example. Examples without a prediction score as empty.
+  text:  Spider's format, one SQL per line in the order of the split, optionally
+         followed by a tab and the db_id (checked). One line per example.
+"""
+
+EPILOG = """\
+examples:
+  text2sql evaluate preds.sql --dataset ../spider --split dev --out eval/baseline
+  text2sql evaluate preds.jsonl --dataset ../bird --layout bird --split dev --out eval/bird
+"""
+
+OUTPUT_NAMES = {"results": "results.jsonl", "metrics": "metrics.json",
+                "plot": "by_difficulty.csv", "report": "report.md"}
+PIPELINE_OUTPUTS = ("metrics", "data/evaluation")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="score a predictions file by execution against a dataset split",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("predictions", type=Path, help="JSONL or one-SQL-per-line text file")
+    p.add_argument("--dataset", type=Path, required=True, metavar="DIR",
+                   help="dataset folder (Spider or BIRD layout)")
+    p.add_argument("--split", default="dev", help="split to score against (default: %(default)s)")
+    p.add_argument("--layout", choices=("spider", "bird"), default="spider",
+                   help="dataset layout (default: %(default)s)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="folder for results.jsonl, metrics.json, by_difficulty.csv, report.md")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                   help="seconds per query, enforced inside SQLite (default: %(default)s)")
+    p.add_argument("--max-rows", type=int, default=100_000, metavar="N",
+                   help="rows fetched per query at most (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="worker processes; 0: one per core (default: %(default)s)")
+    p.add_argument("--keep-distinct", action="store_true",
+                   help="run queries with their DISTINCT (default: removed, as the official "
+                        "Spider evaluator does)")
+    p.add_argument("--examples", type=int, default=3, metavar="N",
+                   help="failed examples per outcome in report.md (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def load_split(dataset: Path, split: str, layout: str) -> list[Any]:
+    """The examples of one split, through the loaders of :mod:`text2sql.datasets`."""
+    from text2sql import datasets
+
+    loader = getattr(datasets, f"load_{layout}_split", None)
+    if loader is None:
+        raise DataError(f"--layout {layout}: this version of text2sql.datasets has no "
+                        f"load_{layout}_split; use --layout spider")
+    data = loader(dataset, split)
+    if data is None:
+        raise DataError(f"{dataset}: no file for split {split!r} in the {layout} layout "
+                        "(check --split and --layout)")
+    return list(data.examples)
+
+
+def _read_jsonl(path: Path, examples: list[Any]) -> tuple[dict[int, str], int]:
+    from text2sql.io import iter_jsonl
+
+    by_id = {e.id: k for k, e in enumerate(examples)}
+    by_question: dict[tuple[str, str], list[int]] = {}
+    by_text: dict[str, list[int]] = {}
+    for k, e in enumerate(examples):
+        key = " ".join(e.question.split())
+        by_question.setdefault((e.db_id, key), []).append(k)
+        by_text.setdefault(key, []).append(k)
+    taken: dict[int, int] = {}
+    preds: dict[int, str] = {}
+    lines = 0
+    for lineno, row in iter_jsonl(path):
+        lines += 1
+        where = f"{path}:{lineno}"
+        sql = row.get("sql")
+        if not isinstance(sql, (str, type(None))) or "sql" not in row:
+            raise DataError(f"{where}: missing or non-text field 'sql' (every line needs sql, "
+                            "and id or question)")
+        if "id" in row:
+            ident = row["id"]
+            if str(ident) in by_id:
+                k = by_id[str(ident)]
+            elif isinstance(ident, int) or (isinstance(ident, str) and ident.isdigit()):
+                k = int(ident)
+                if not 0 <= k < len(examples):
+                    raise DataError(f"{where}: id {ident!r} is outside the split's "
+                                    f"{len(examples)} examples (0-based index)")
+            else:
+                raise DataError(f"{where}: id {ident!r} is not an example of this split "
+                                f"(ids look like {examples[0].id!r}, or give a 0-based index)")
+        elif isinstance(row.get("question"), str):
+            key = " ".join(row["question"].split())
+            found = by_question.get((row["db_id"], key)) if "db_id" in row else by_text.get(key)
+            free = [k for k in found or [] if k not in taken]
+            if not free:
+                raise DataError(f"{where}: question {row['question'][:60]!r} "
+                                + ("is not in this split" if not found else
+                                   "matches examples that already have a prediction")
+                                + (f" (db_id {row['db_id']!r})" if "db_id" in row else ""))
+            k = free[0]  # repeated questions are matched in order
+        else:
+            raise DataError(f"{where}: needs 'id' or 'question' to find its example")
+        if k in taken:
+            raise DataError(f"{where}: a second prediction for example {examples[k].id} "
+                            f"(the first is on line {taken[k]})")
+        if "db_id" in row and row["db_id"] != examples[k].db_id:
+            raise DataError(f"{where}: db_id {row['db_id']!r} but example {examples[k].id} is "
+                            f"on {examples[k].db_id!r}")
+        taken[k] = lineno
+        preds[k] = sql or ""
+    return preds, lines
+
+
+def _read_text(path: Path, examples: list[Any]) -> dict[int, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 at byte {e.start}") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    preds = {}
+    for k, line in enumerate(lines[:len(examples)]):
+        line = line.rstrip("\r")
+        sql, _, db_id = line.rpartition("\t")
+        db_id = db_id.strip()
+        if not sql or not re.fullmatch(r"\w+", db_id):  # no db_id: a tab inside the SQL
+            sql, db_id = line, ""
+        if db_id and db_id != examples[k].db_id:
+            raise DataError(f"{path}:{k + 1}: db_id {db_id!r} but example {examples[k].id} is on "
+                            f"{examples[k].db_id!r} (are the lines in the split's order?)")
+        preds[k] = sql.strip()
+    if len(lines) != len(examples):
+        raise DataError(f"{path}: {len(lines)} lines but split has {len(examples)} examples "
+                        "(one SQL per line, in the order of the split; an empty line is an "
+                        "empty prediction)")
+    return preds
+
+
+def _is_jsonl(path: Path) -> bool:
+    if path.suffix in (".jsonl", ".json", ".ndjson"):
+        return True
+    if path.suffix in (".sql", ".txt"):
+        return False
+    with path.open("r", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                return line.lstrip().startswith("{")
+    return False
+
+
+def read_predictions(path: Path, examples: list[Any]) -> dict[int, str]:
+    """Predicted SQL by example index, from a JSONL or a one-SQL-per-line file."""
+    if not path.is_file():
+        raise DataError(f"{path}: predictions file not found")
+    if _is_jsonl(path):
+        return _read_jsonl(path, examples)[0]
+    return _read_text(path, examples)
+
+
+def _check_out(out: Path) -> None:
+    here = Path.cwd().resolve()
+    target = out.resolve()
+    for protected in PIPELINE_OUTPUTS:
+        p = here / protected
+        if (here / "dvc.yaml").is_file() and (target == p or p in target.parents):
+            raise DataError(f"--out {out}: inside {protected}/, which the DVC pipeline owns; "
+                            "choose another folder (e.g. eval/<name>)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from text2sql.evaluation import (EvalConfig, EvalItem, OutputPaths, score_items,
+                                     settings_line, write_outputs)
+
+    if args.timeout <= 0 or args.max_rows < 1 or args.workers < 0:
+        raise DataError("--timeout must be > 0, --max-rows >= 1, --workers >= 0")
+    _check_out(args.out)
+    examples = load_split(args.dataset, args.split, args.layout)
+    if not examples:
+        raise DataError(f"{args.dataset}: split {args.split!r} has no examples")
+    preds = read_predictions(args.predictions, examples)
+    missing = len(examples) - len(preds)
+    if missing:
+        print(f"text2sql evaluate: {missing} of {len(examples)} examples have no prediction "
+              "(scored as empty_prediction)", file=sys.stderr)
+    items = [EvalItem(e.id, e.db_id, e.db_path, e.question, e.query, preds.get(k, ""))
+             for k, e in enumerate(examples)]
+    config = EvalConfig(timeout_s=args.timeout, max_rows=args.max_rows, workers=args.workers,
+                        keep_distinct=args.keep_distinct, progress=not args.no_progress)
+    results = score_items(items, config)
+    paths = OutputPaths(**{k: args.out / v for k, v in OUTPUT_NAMES.items()})
+    title = f"Evaluation of {args.predictions.name} on {args.dataset.name}/{args.split}"
+    metrics = write_outputs(results, paths, title=title, settings=settings_line(config),
+                            examples=args.examples)
+    print(paths.report.read_text(encoding="utf-8").split("<details>")[0].rstrip())
+    print(f"\nwritten to {args.out}/: " + ", ".join(OUTPUT_NAMES.values()))
+    return 0 if metrics["n"] else 1

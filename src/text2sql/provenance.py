@@ -1,0 +1,156 @@
+"""What a run ran on: package versions, the git commit, and hashes of its input data.
+
+The train stage writes this record beside the adapter (``models/adapter/provenance.json``),
+so an adapter found anywhere can be traced back to the code, libraries and data it came from:
+
+    write_provenance(tmp / PROVENANCE_FILE, ["data/prepared/train.jsonl"], params=params.model_dump())
+
+Data hashes are the ones DVC uses: the md5 of a file's bytes, and for a folder the md5 of
+its sorted ``[{"md5", "relpath"}]`` listing plus ``.dir``. They can be checked against
+``dvc.lock`` (``dvc status`` / ``dvc data status``) or ``md5sum``. The record holds no
+time stamp or host name, so the same code, data and libraries give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from text2sql import __version__
+from text2sql.io import DataError, write_json
+
+PROVENANCE_FILE = "provenance.json"
+
+# The libraries whose versions change what a run produces.
+PACKAGES = ("text2sql", "torch", "transformers", "trl", "peft", "unsloth", "unsloth_zoo",
+            "accelerate", "bitsandbytes", "datasets", "tokenizers", "safetensors", "numpy",
+            "vllm", "sqlglot", "dvc", "dvclive")
+
+_CHUNK = 1 << 20
+
+
+def file_md5(path: str | Path) -> str:
+    """The md5 of a file's bytes (what ``dvc.lock`` records for a file)."""
+    h = hashlib.md5()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dir_md5(path: str | Path) -> tuple[str, int, int]:
+    """DVC's hash of a folder (``<md5>.dir``), its number of files and their total size.
+
+    The md5 is taken over the JSON listing ``[{"md5": ..., "relpath": ...}]`` sorted by
+    relative path, exactly as dvc-data builds a ``.dir`` object, so it equals the value
+    in ``dvc.lock``. Files DVC ignores (``.dvcignore``) are not skipped here.
+    """
+    root = Path(path)
+    entries, size = [], 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            f = Path(dirpath) / name
+            entries.append({"md5": file_md5(f), "relpath": f.relative_to(root).as_posix()})
+            size += f.stat().st_size
+    entries.sort(key=lambda e: e["relpath"])
+    listing = json.dumps(entries, sort_keys=True).encode("utf-8")
+    return hashlib.md5(listing).hexdigest() + ".dir", len(entries), size
+
+
+def data_hash(path: str | Path) -> dict[str, Any]:
+    """``{"md5", "size"}`` for a file, ``{"md5", "nfiles", "size"}`` for a folder."""
+    p = Path(path)
+    if p.is_file():
+        return {"md5": file_md5(p), "size": p.stat().st_size}
+    if p.is_dir():
+        md5, nfiles, size = dir_md5(p)
+        return {"md5": md5, "nfiles": nfiles, "size": size}
+    raise DataError(f"{p}: input not found, so it cannot be hashed for the run's provenance "
+                    "(pass the files and folders the run read)")
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution; None where it is not installed."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_state(repo_dir: str | Path = ".") -> dict[str, Any]:
+    """The commit checked out in ``repo_dir`` and the tracked files changed since.
+
+    ``commit`` is None outside a git repository or without git; untracked files are not
+    listed (pipeline outputs are ignored, and DVC rewrites ``dvc.lock`` while it runs).
+    """
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True,
+                                  timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None, "changed": []}
+    status = git("status", "--porcelain", "--untracked-files=no") or ""
+    changed = sorted(line[3:] for line in status.splitlines() if line.strip())
+    return {"commit": commit.strip(), "dirty": bool(changed), "changed": changed}
+
+
+def accelerator() -> dict[str, Any]:
+    """The device a run used: CUDA device name and versions, or the CPU."""
+    info: dict[str, Any] = {"machine": platform.machine(), "cpu_count": os.cpu_count()}
+    try:
+        import torch
+    except ImportError:
+        return info
+    info["cuda"] = torch.version.cuda
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name(0)
+        info["device_count"] = torch.cuda.device_count()
+    else:
+        info["device"] = "cpu"
+    return info
+
+
+def collect_provenance(inputs: Iterable[str | Path], *, params: Mapping[str, Any] | None = None,
+                       repo_dir: str | Path = ".") -> dict[str, Any]:
+    """The provenance record of a run that read ``inputs`` (files or folders) with ``params``.
+
+    Input paths are recorded as given (relative to the repository root, as in dvc.yaml).
+    """
+    record: dict[str, Any] = {
+        "text2sql": __version__,
+        "python": platform.python_version(),
+        "platform": f"{sys.platform}-{platform.machine()}",
+        "packages": package_versions(),
+        "accelerator": accelerator(),
+        "git": git_state(repo_dir),
+        "inputs": {Path(p).as_posix(): data_hash(Path(repo_dir) / p) for p in inputs},
+    }
+    if params is not None:
+        record["params"] = dict(params)
+    return record
+
+
+def write_provenance(path: str | Path, inputs: Iterable[str | Path], *,
+                     params: Mapping[str, Any] | None = None,
+                     repo_dir: str | Path = ".") -> dict[str, Any]:
+    """Collect the provenance record (see :func:`collect_provenance`) and write it atomically."""
+    record = collect_provenance(inputs, params=params, repo_dir=repo_dir)
+    write_json(path, record)
+    return record

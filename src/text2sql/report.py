@@ -1,0 +1,292 @@
+"""A review report of two revisions: params, metrics and plots, with their change, as Markdown.
+
+    text2sql report --base main                          # the workspace against main
+    text2sql report --base main --head HEAD -o report.md --plots-dir report_plots
+
+The pull-request workflow (.github/workflows/pr-report.yaml) posts the same report with
+CML. The numbers come from ``dvc params diff --json``, ``dvc metrics diff --json`` and
+``dvc plots diff --json``, so the report says what ``dvc metrics diff --md`` says, grouped
+for review: changed metrics first, timing and memory figures (which vary from run to
+run) and unchanged values folded away.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from text2sql.io import DataError, write_text
+
+WORKSPACE = "workspace"
+# Metrics named like these measure time, throughput or memory: they change on every run.
+TIMING_METRIC = re.compile(r"(_s|seconds|_mb|timestamp)$")
+
+
+class ReportError(DataError):
+    """A dvc or git command the report needs failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Value:
+    """One param or metric at the base and head revisions (None: absent there)."""
+
+    path: str
+    name: str
+    old: Any
+    new: Any
+
+    @property
+    def changed(self) -> bool:
+        return self.old != self.new
+
+    @property
+    def is_timing(self) -> bool:
+        return bool(TIMING_METRIC.search(self.name))
+
+
+@dataclass
+class Plot:
+    name: str
+    spec: Path | None = None  # Vega-Lite spec with the data of both revisions
+    image: Path | None = None  # rendered PNG (needs vl2png) or an image plot's file
+
+
+@dataclass
+class Report:
+    base: str
+    base_commit: str
+    head: str  # a revision, or "workspace"
+    head_commit: str
+    params: list[Value]
+    metrics: list[Value]
+    plots: list[Plot] = field(default_factory=list)
+    plots_html: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_dvc(args: Sequence[str], repo_dir: Path) -> tuple[str, str]:
+    """Run ``dvc ARGS`` (this interpreter's dvc) in ``repo_dir``; return stdout and stderr."""
+    cmd = [sys.executable, "-m", "dvc", *args]
+    proc = subprocess.run(cmd, cwd=repo_dir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        detail = msg[-1] if msg else f"exit status {proc.returncode}"
+        hint = ""
+        if "unknown Git revision" in detail:
+            hint = " (fetch it first, e.g. `git fetch origin main`, or name a commit that exists)"
+        elif "not inside of a DVC repository" in detail:
+            hint = " (run it from the repository root or pass --repo)"
+        raise ReportError(f"`dvc {' '.join(args)}` failed in {repo_dir}: {detail}{hint}")
+    return proc.stdout, proc.stderr
+
+
+def short_commit(rev: str, repo_dir: Path) -> str:
+    """The abbreviated commit of ``rev`` (``HEAD`` for the workspace)."""
+    proc = subprocess.run(["git", "rev-parse", "--short", f"{rev}^{{commit}}"], cwd=repo_dir,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ReportError(f"{repo_dir}: unknown git revision {rev!r} "
+                          f"({proc.stderr.strip() or 'git rev-parse failed'}); fetch it first, "
+                          "e.g. `git fetch origin main`, or name a commit that exists")
+    return proc.stdout.strip()
+
+
+def parse_diff(diff: dict[str, dict[str, dict[str, Any]]]) -> list[Value]:
+    """Flatten ``dvc params/metrics diff --json`` output, sorted by file and name."""
+    out = []
+    for path, entries in diff.items():
+        for name, v in entries.items():
+            out.append(Value(path, name, v.get("old"), v.get("new")))
+    return sorted(out, key=lambda v: (v.path, v.name))
+
+
+def collect(base: str, head: str | None = None, repo_dir: str | Path = ".",
+            plots_dir: str | Path | None = None) -> Report:
+    """Gather the params, metrics (and plots into ``plots_dir``) of ``base`` and ``head``.
+
+    ``head`` None compares the workspace, as ``dvc metrics diff BASE`` does.
+    """
+    repo_dir = Path(repo_dir)
+    revs = [base] if head is None else [base, head]
+    report = Report(base=base, base_commit=short_commit(base, repo_dir),
+                    head=head or WORKSPACE, head_commit=short_commit(head or "HEAD", repo_dir),
+                    params=[], metrics=[])
+    out, _ = run_dvc(["params", "diff", *revs, "--all", "--json"], repo_dir)
+    report.params = parse_diff(json.loads(out or "{}"))
+    out, err = run_dvc(["metrics", "diff", *revs, "--all", "--json"], repo_dir)
+    report.metrics = parse_diff(json.loads(out or "{}"))
+    if "failed to load" in err:
+        report.warnings.append(err.strip().splitlines()[-1])
+    if plots_dir is not None:
+        collect_plots(report, revs, repo_dir, Path(plots_dir))
+    return report
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") or "plot"
+
+
+def collect_plots(report: Report, revs: list[str], repo_dir: Path, plots_dir: Path) -> None:
+    """Write the plots diff to ``plots_dir``: HTML, one Vega-Lite spec per plot, PNGs.
+
+    PNGs are rendered with ``vl2png`` (npm ``vega-lite``/``vega-cli``, which
+    ``iterative/setup-cml`` installs) when it is on PATH; otherwise the report links
+    the specs and ``index.html``.
+    """
+    plots_dir = plots_dir.resolve()
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    out, _ = run_dvc(["plots", "diff", *revs, "--json", "-o", str(plots_dir / "files")],
+                     repo_dir)
+    data = json.loads(out or "{}").get("data", {})
+    if not data:
+        report.warnings.append("no plots: dvc.yaml declares none, or their files are missing "
+                               "at both revisions")
+        return
+    run_dvc(["plots", "diff", *revs, "-o", str(plots_dir / "html")], repo_dir)
+    report.plots_html = plots_dir / "html" / "index.html"
+    vl2png = shutil.which("vl2png")
+    for name, renderers in sorted(data.items()):
+        for i, r in enumerate(renderers):
+            stem = slug(name) + (f"_{i}" if len(renderers) > 1 else "")
+            plot = Plot(name=name)
+            if r.get("type") == "vega":
+                plot.spec = plots_dir / f"{stem}.vl.json"
+                write_text(plot.spec, json.dumps(r["content"], indent=1))
+                if vl2png:
+                    png = plots_dir / f"{stem}.png"
+                    proc = subprocess.run([vl2png, str(plot.spec), str(png)],
+                                          capture_output=True, text=True)
+                    if proc.returncode == 0 and png.is_file():
+                        plot.image = png
+                    else:
+                        report.warnings.append(f"vl2png could not render {name}: "
+                                               f"{proc.stderr.strip()[-300:]}")
+            elif r.get("type") == "image" and r.get("url"):
+                plot.name = f"{name} ({', '.join(r.get('revisions') or [])})"
+                plot.image = Path(r["url"])
+            report.plots.append(plot)
+
+
+def fmt(x: Any) -> str:
+    """A value for a table cell: numbers shortened, absent shown as a dash."""
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return str(x).lower()
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    if isinstance(x, (list, dict)):
+        x = json.dumps(x)
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def fmt_change(old: Any, new: Any) -> str:
+    """``+0.15 (+150%)`` for numbers; ``changed``/``added``/``removed`` otherwise."""
+    if old is None and new is not None:
+        return "added"
+    if new is None and old is not None:
+        return "removed"
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (old, new))
+    if not numeric:
+        return "changed" if old != new else ""
+    diff = new - old
+    if diff == 0:
+        return "0"
+    text = f"{diff:+.6g}"
+    if old and math.isfinite(old):
+        text += f" ({diff / abs(old):+.1%})"
+    return text
+
+
+def rel(path: Path, start: Path | None) -> str:
+    if start is None:
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(start.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def table(rows: list[Value], base: str, head: str, *, change: bool) -> list[str]:
+    head_cols = ["Path", "Name", f"`{base}`", f"`{head}`"] + (["Change"] if change else [])
+    lines = ["| " + " | ".join(head_cols) + " |",
+             "|" + "|".join(["---", "---", "--:", "--:"] + (["--:"] if change else [])) + "|"]
+    for v in rows:
+        cells = [v.path, v.name, fmt(v.old), fmt(v.new)]
+        if change:
+            cells.append(fmt_change(v.old, v.new))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def details(summary: str, body: list[str]) -> list[str]:
+    return ["<details><summary>" + summary + "</summary>", "", *body, "", "</details>", ""]
+
+
+def render_markdown(report: Report, link_base: Path | None = None) -> str:
+    """The report as GitHub-flavoured Markdown; file links relative to ``link_base``."""
+    base, head = report.base, report.head
+    head_desc = (f"the workspace (on `{report.head_commit}`)" if head == WORKSPACE
+                 else f"`{head}` (`{report.head_commit}`)")
+    lines = [f"## text2sql report: `{head}` against `{base}`", "",
+             f"Base: `{base}` (`{report.base_commit}`) · head: {head_desc}", ""]
+
+    lines += ["### Metrics", ""]
+    changed = [m for m in report.metrics if m.changed and not m.is_timing]
+    timing = [m for m in report.metrics if m.is_timing]
+    same = [m for m in report.metrics if not m.changed and not m.is_timing]
+    if not report.metrics:
+        lines += ["No metrics at either revision (run `dvc repro`, and commit the metrics).", ""]
+    elif changed:
+        lines += table(changed, base, head, change=True) + [""]
+    else:
+        lines += ["No metric changed.", ""]
+    if same:
+        lines += details(f"Unchanged metrics ({len(same)})", table(same, base, head, change=False))
+    if timing:
+        lines += details(f"Time, throughput and memory ({len(timing)}; vary from run to run)",
+                         table(timing, base, head, change=True))
+
+    lines += ["### Params", ""]
+    changed_params = [p for p in report.params if p.changed]
+    if changed_params:
+        lines += table(changed_params, base, head, change=False) + [""]
+    else:
+        lines += ["No param changed.", ""]
+    same_params = [p for p in report.params if not p.changed]
+    if same_params:
+        lines += details(f"Unchanged params ({len(same_params)})",
+                         table(same_params, base, head, change=False))
+
+    if report.plots or report.plots_html:
+        lines += ["### Plots", ""]
+        for plot in report.plots:
+            if plot.image is not None:
+                lines += [f"![{plot.name}]({rel(plot.image, link_base)})", ""]
+            elif plot.spec is not None:
+                lines += [f"- {plot.name}: [Vega-Lite spec]({rel(plot.spec, link_base)})"]
+        if report.plots_html is not None:
+            lines += ["", f"All plots, interactive: `{rel(report.plots_html, link_base)}` "
+                          "(open it in a browser).", ""]
+    if report.warnings:
+        lines += ["### Warnings", "", *(f"- {w}" for w in report.warnings), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def make_report(base: str, head: str | None = None, repo_dir: str | Path = ".",
+                output: str | Path | None = None, plots_dir: str | Path | None = None) -> str:
+    """Collect and render the report; write it to ``output`` when given. Returns the Markdown."""
+    report = collect(base, head, repo_dir, plots_dir)
+    link_base = Path(output).resolve().parent if output is not None else Path.cwd()
+    text = render_markdown(report, link_base)
+    if output is not None:
+        write_text(output, text)
+    return text

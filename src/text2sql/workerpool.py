@@ -1,0 +1,171 @@
+"""A process pool that survives its workers: a crash or a hang costs one task, never the run.
+
+``concurrent.futures`` gives up on the whole pool when one worker dies
+(``BrokenProcessPool``), and ``multiprocessing.Pool`` waits forever for a task
+whose worker died. Here each worker has its own pipe, the parent knows which task
+each one holds, and:
+
+- a worker that dies (segfault, ``os._exit``, out of memory) is replaced; the task it
+  was running gets a :class:`TaskFailed` result, the rest of its chunk is re-queued;
+- a task that runs longer than ``hard_timeout_s`` has its worker killed, same outcome;
+- an exception raised by the task function is returned as :class:`TaskFailed`.
+
+Tasks are sent in chunks to keep pipe traffic low; results come back one by one,
+so progress is exact and a failure is pinned to the task that caused it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    """The result of a task whose worker raised, died or ran out of time."""
+
+    reason: str  # "exception" | "died" | "hung"
+    message: str
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # fork starts a worker in milliseconds and needs no re-import; elsewhere spawn.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _worker_loop(conn: Connection, fn: Callable[[Any], Any]) -> None:
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        for index, task in message:
+            try:
+                result = fn(task)
+            except Exception as e:  # the task's failure is data, not the worker's
+                result = TaskFailed("exception", f"{type(e).__name__}: {e}\n"
+                                    f"{traceback.format_exc(limit=3)}")
+            conn.send((index, result))
+
+
+class _Worker:
+    def __init__(self, ctx: multiprocessing.context.BaseContext, fn: Callable[[Any], Any]):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_loop, args=(child, fn), daemon=True)
+        self.process.start()
+        child.close()
+        self.chunk: deque[int] = deque()  # indices sent and not yet answered
+        self.since = 0.0  # when the task at the head of ``chunk`` started
+
+    def send(self, chunk: list[int], tasks: Sequence[Any]) -> None:
+        self.chunk = deque(chunk)
+        self.since = time.monotonic()
+        self.conn.send([(i, tasks[i]) for i in chunk])
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.process.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+def run_tasks(fn: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int = 0,
+              hard_timeout_s: float = 60.0, chunk_size: int = 0,
+              on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+    """``[fn(task) for task in tasks]`` in worker processes, in the order of ``tasks``.
+
+    ``fn`` must be a module-level function. A task whose worker raised, died or ran
+    longer than ``hard_timeout_s`` gets a :class:`TaskFailed` in its place.
+    ``on_result(index, result)`` is called in the parent as each result arrives.
+    """
+    n = len(tasks)
+    results: list[Any] = [None] * n
+    if n == 0:
+        return results
+    workers = min(workers or default_workers(), n)
+    if chunk_size <= 0:
+        chunk_size = max(1, min(64, n // (workers * 8)))
+    pending = deque(range(n))
+    ctx = _context()
+    pool = [_Worker(ctx, fn) for _ in range(workers)]
+    done = 0
+
+    def finish(index: int, result: Any) -> None:
+        nonlocal done
+        results[index] = result
+        done += 1
+        if on_result is not None:
+            on_result(index, result)
+
+    def feed(w: _Worker) -> None:
+        if pending and not w.chunk:
+            w.send([pending.popleft() for _ in range(min(chunk_size, len(pending)))], tasks)
+
+    def replace(w: _Worker, failure: TaskFailed) -> _Worker:
+        if w.chunk:
+            finish(w.chunk.popleft(), failure)
+            pending.extendleft(reversed(w.chunk))
+        w.stop(kill=True)
+        fresh = _Worker(ctx, fn)
+        feed(fresh)
+        return fresh
+
+    try:
+        for w in pool:
+            feed(w)
+        while done < n:
+            now = time.monotonic()
+            busy = [w for w in pool if w.chunk]
+            timeout = min((w.since + hard_timeout_s - now for w in busy), default=1.0)
+            ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy],
+                             timeout=max(timeout, 0.0)))
+            for k, w in enumerate(pool):
+                if not w.chunk:
+                    continue
+                try:
+                    while w.chunk and w.conn.poll():
+                        index, result = w.conn.recv()
+                        w.chunk.remove(index)
+                        w.since = time.monotonic()
+                        finish(index, result)
+                except (EOFError, OSError):
+                    pass  # the worker died while answering: handled below
+                if w.chunk and (w.process.sentinel in ready or not w.process.is_alive()):
+                    code = w.process.exitcode
+                    pool[k] = replace(w, TaskFailed(
+                        "died", f"worker process died (exit code {code}) running this query"))
+                elif w.chunk and time.monotonic() - w.since > hard_timeout_s:
+                    pool[k] = replace(w, TaskFailed(
+                        "hung", f"no answer after {hard_timeout_s:g} s; worker process killed"))
+                else:
+                    feed(w)
+    finally:
+        for w in pool:
+            w.stop(kill=bool(w.chunk))
+    return results
