@@ -24,15 +24,12 @@ def sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def prepared_rows() -> dict[str, list[dict]]:
     """The sample data run through the prepare core with the default params, in memory."""
-    from text2sql.datasets import load_dataset_splits
     from text2sql.params import load_params
-    from text2sql.prepare import prepare_examples
+    from text2sql.prepare import load_splits, prepare_examples, prompt_options
 
     p = load_params("prepare", REPO / "params.yaml")
-    train, evals = load_dataset_splits(p.source, str(REPO / p.path), p.train_split, p.eval_split,
-                                       p.eval_fraction, p.seed)
-    kw = dict(schema_format=p.schema_format, link_schema=p.link_schema,
-              full_schema_max_tables=p.full_schema_max_tables)
+    train, evals = load_splits(p, root=str(REPO))
+    kw = dict(options=prompt_options(p), check_gold=p.check_gold)
     return {"train": list(prepare_examples(train.examples, train.schemas, **kw)),
             "eval": list(prepare_examples(evals.examples, evals.schemas, **kw))}
 

@@ -115,7 +115,7 @@ def test_builtin_model_is_deterministic(tmp_path):
 def test_killed_run_resumes_from_last_checkpoint_and_finishes(tmp_path):
     repo = copy_repo(tmp_path / "repo", {
         "prepare": {"max_train_examples": 160, "max_eval_examples": 8},
-        "train": {"epochs": 1.0, "checkpoint_steps": 4, "logging_steps": 2},
+        "train": {"epochs": 1.0, "checkpoint_steps": 4, "logging_steps": 2, "save_merged": True},
     })
     run([sys.executable, "stages/prepare.py"], repo)
     proc = subprocess.Popen([sys.executable, "stages/train.py"], cwd=repo, env=env(),
@@ -131,7 +131,9 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes(tmp_path):
     proc.wait()
     assert not (repo / "models/adapter").exists()  # nothing half-written in place
 
-    out = run([sys.executable, "stages/train.py"], repo).stdout
+    sagemaker = tmp_path / "sm_model"
+    out = subprocess.run([sys.executable, "stages/train.py"], cwd=repo, capture_output=True,
+                         text=True, env={**env(), "SM_MODEL_DIR": str(sagemaker)}, check=True).stdout
     assert "resuming from checkpoints/train/checkpoint-" in out
     metrics = json.loads((repo / "metrics/train.json").read_text())
     assert metrics["resumed_from_step"] >= 8
@@ -139,6 +141,11 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes(tmp_path):
     assert (repo / "models/adapter/adapter_config.json").is_file()
     assert (repo / "models/adapter/README.md").is_file()
     assert not list((repo / "checkpoints/train").glob("checkpoint-*"))
+    assert (sagemaker / "adapter_model.safetensors").is_file()
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(repo / "models/adapter/merged")
+    assert merged.dtype.is_floating_point and merged.config.model_type == "qwen2"
     curve = (repo / "metrics/train_live/plots/metrics/loss.tsv").read_text().splitlines()
     col = curve[0].split("\t").index("step")
     steps = [int(line.split("\t")[col]) for line in curve[1:]]

@@ -102,16 +102,14 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    with path.open("r", encoding="utf-8", errors="strict") as f:
-        lineno = 0
-        while True:
+    # Binary lines, decoded one by one: a text-mode reader decodes ahead and would
+    # report a bad byte on the wrong line.
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
             try:
-                line = f.readline()
-            except UnicodeDecodeError:
-                raise DataError(f"{path}:{lineno + 1}: not valid UTF-8") from None
-            if not line:
-                break
-            lineno += 1
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start} of the line)") from None
             if not line.strip():
                 continue
             try:

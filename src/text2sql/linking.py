@@ -124,6 +124,20 @@ def table_terms(schema: Schema, table: Table) -> TableTerms:
     return TableTerms(frozenset(name), frozenset(cols - {"id"}))
 
 
+_TERMS: dict[int, tuple[Schema, list[TableTerms]]] = {}
+
+
+def _schema_terms(schema: Schema) -> list[TableTerms]:
+    """``table_terms`` of every table, computed once per schema object (linking runs per question)."""
+    hit = _TERMS.get(id(schema))
+    if hit is None or hit[0] is not schema or len(hit[1]) != len(schema.tables):
+        if len(_TERMS) > 1024:
+            _TERMS.clear()
+        hit = (schema, [table_terms(schema, t) for t in schema.tables])
+        _TERMS[id(schema)] = hit
+    return hit[1]
+
+
 def schema_words(schema: Schema) -> set[str]:
     """Every content word of the schema's table and column names (labels included)."""
     out: set[str] = set()
@@ -151,8 +165,7 @@ def link_tables(
     """
     q = question_words(question)
     chosen = {h.lower() for h in value_hits}
-    for t in schema.tables:
-        terms = table_terms(schema, t)
+    for t, terms in zip(schema.tables, _schema_terms(schema), strict=True):
         if _mentions(q, terms.name) or _mentions(q, terms.columns):
             chosen.add(t.name.lower())
     return [t.name for t in schema.tables if t.name.lower() in chosen]

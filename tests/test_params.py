@@ -1,0 +1,49 @@
+"""params.yaml is read strictly: unknown keys and wrong types are errors naming the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from text2sql.io import DataError
+from text2sql.params import SECTIONS, TrainParams, load_params, parse_section
+
+
+def test_every_section_of_the_committed_params_is_valid(repo_root):
+    for section in SECTIONS:
+        load_params(section, repo_root / "params.yaml")
+
+
+def test_committed_params_spell_out_every_key(repo_root):
+    """params.yaml documents every key: none is left to a code default."""
+    data = yaml.safe_load((repo_root / "params.yaml").read_text())
+    for name, cls in SECTIONS.items():
+        assert set(data[name]) == set(cls.model_fields), name
+
+
+def test_mistyped_key_is_named_with_the_known_ones():
+    with pytest.raises(DataError, match=r"unknown key 'train.epoch'.*epochs"):
+        parse_section(TrainParams, {"epoch": 3}, "train")
+    with pytest.raises(DataError, match=r"unknown key 'train.lora.rank'.*\br\b"):
+        parse_section(TrainParams, {"lora": {"rank": 8}}, "train")
+
+
+def test_wrong_type_names_key_and_value():
+    with pytest.raises(DataError, match=r"train.epochs: .*'three'"):
+        parse_section(TrainParams, {"epochs": "three"}, "train")
+    with pytest.raises(DataError, match=r"train.batch_size"):
+        parse_section(TrainParams, {"batch_size": 0}, "train")
+
+
+def test_yaml_exponent_floats_without_dot_are_accepted():
+    # PyYAML reads 2e-4 as the string "2e-4"; it must still mean 0.0002.
+    data = yaml.safe_load("learning_rate: 2e-4")
+    assert isinstance(data["learning_rate"], str)
+    assert parse_section(TrainParams, data, "train").learning_rate == pytest.approx(2e-4)
+
+
+def test_unknown_section_is_an_error(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train: {}\ntrian: {}\n")
+    with pytest.raises(DataError, match="trian"):
+        load_params("train", path)
