@@ -1,6 +1,6 @@
 """Evaluation benchmark: examples scored per second, one worker against one per core.
 
-    python bench/bench_evaluate.py                     # ../shared/spider-train if present, else data/sample
+    python bench/bench_evaluate.py      # ../shared/spider-train if present, else data/sample
     python bench/bench_evaluate.py /path/to/spider --split dev --workers 8 --limit 2000
 
 Scores one split of any Spider-layout folder with the evaluation core (the code of

@@ -1,7 +1,7 @@
 """evaluate: execution accuracy and exact match of the predictions on real SQLite databases.
 
     dvc repro evaluate
-    dvc metrics diff                    # compare with the last commit (overall, per difficulty, per outcome)
+    dvc metrics diff                    # vs the last commit: overall, per difficulty, per outcome
     dvc plots show metrics/eval_by_difficulty.csv
     dvc exp run -S evaluate.timeout_s=10 -S evaluate.keep_distinct=true
     python stages/evaluate.py           # the same, outside DVC

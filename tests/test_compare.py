@@ -118,8 +118,10 @@ def test_remove_distinct_like_the_official_evaluator():
 
 
 @pytest.mark.parametrize("gold,pred", [
-    ("SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.id = T2.sid WHERE T2.year = \"2014\"",
-     "select singer.name from singer join concert on singer.id=concert.sid where concert.year='2014';"),
+    ("SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.id = T2.sid "
+     "WHERE T2.year = \"2014\"",
+     "select singer.name from singer join concert on singer.id=concert.sid "
+     "where concert.year='2014';"),
     ("SELECT count(*) FROM singer", "SELECT COUNT(*)  FROM   Singer"),
     ("SELECT T1.name FROM singer AS T1", "SELECT name FROM singer"),
     ("SELECT name FROM t ORDER BY age ASC", "SELECT name FROM t ORDER BY age"),

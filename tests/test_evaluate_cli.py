@@ -122,7 +122,7 @@ def test_bird_layout(tmp_path):
 
 
 def test_stage_script(tmp_path, repo_root, sample_dir, dev):
-    """stages/evaluate.py in a scratch folder: reads prepared rows and predictions, writes 4 outputs."""
+    """stages/evaluate.py in a scratch folder: prepared rows + predictions in, 4 outputs out."""
     (tmp_path / "data" / "prepared").mkdir(parents=True)
     (tmp_path / "data" / "predictions").mkdir(parents=True)
     prepared, predictions = [], []

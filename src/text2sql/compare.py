@@ -311,12 +311,9 @@ def normalize_sql(sql: str) -> str | None:
         if (join.args.get("kind") or "").upper() == "INNER":
             join.set("kind", None)
 
-    def lower(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Identifier):
-            return exp.to_identifier(node.name.lower())
-        return node
-
-    tree = tree.transform(lower)
+    for ident in tree.find_all(exp.Identifier):
+        ident.set("this", ident.name.lower())
+        ident.set("quoted", not exp.SAFE_IDENTIFIER_RE.match(ident.name))
     return tree.sql(dialect="sqlite", pretty=False).strip().rstrip(";").strip()
 
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from text2sql.compare import normalize_sql, order_matters, prepare_for_execution, results_match
 from text2sql.difficulty import LEVELS, difficulty
-from text2sql.execution import (EMPTY, ERROR_KINDS, EXEC_ERROR, TIMEOUT, ExecResult, execute,
-                                open_readonly)
+from text2sql.execution import ERROR_KINDS, EXEC_ERROR, TIMEOUT, ExecResult, execute, open_readonly
 from text2sql.io import write_json, write_jsonl, write_text
 from text2sql.workerpool import TaskFailed, run_tasks
 
@@ -131,7 +130,9 @@ def _run_prediction(task: tuple[EvalItem, GoldResult, bool, float, int]
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="query", disable=not enabled or total == 0,
+    tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked after this
+    # disable=None: shown on a terminal, silent in logs.
+    return tqdm(total=total, desc=desc, unit="query", disable=None if enabled and total else True,
                 dynamic_ncols=True, leave=False)
 
 
@@ -164,7 +165,8 @@ def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) ->
                     pred=item.pred)
         if k in missing:
             scored[k] = Scored(**base, outcome=GOLD_ERROR, exact_match=False, valid_sql=False,
-                               message=missing[k], difficulty=difficulty(item.gold) or UNKNOWN_LEVEL)
+                               message=missing[k],
+                               difficulty=difficulty(item.gold) or UNKNOWN_LEVEL)
             continue
         g = gold[gold_keys[(item.db_path, item.gold)]]
         if isinstance(g, TaskFailed):
@@ -258,7 +260,8 @@ def difficulty_rows(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
 
 def _csv(rows: list[dict[str, Any]]) -> str:
     header = list(rows[0])
-    return "\n".join([",".join(header)] + [",".join(str(r[h]) for h in header) for r in rows]) + "\n"
+    lines = [",".join(header)] + [",".join(str(r[h]) for h in header) for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _cell(text: str, limit: int = 160) -> str:
@@ -304,7 +307,7 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
         lines += ["", "</details>"]
     gold_errors = [r for r in results if r.outcome == GOLD_ERROR]
     if gold_errors:
-        lines += ["", f"Gold errors: " + "; ".join(f"{r.id} ({_cell(r.message, 80)})"
+        lines += ["", "Gold errors: " + "; ".join(f"{r.id} ({_cell(r.message, 80)})"
                                                   for r in gold_errors[:10])
                   + (" …" if len(gold_errors) > 10 else "")]
     return "\n".join(lines) + "\n"
@@ -339,4 +342,3 @@ def as_dict(r: Scored) -> dict[str, Any]:
     return asdict(r)
 
 
-SCORED_FIELDS = tuple(f.name for f in fields(Scored))

@@ -58,7 +58,7 @@ class ExecResult:
 
 
 def check_read_only_query(sql: str) -> tuple[str | None, str]:
-    """``(error_kind, message)`` if ``sql`` is not exactly one SELECT/WITH query, else ``(None, "")``.
+    """``(error_kind, message)`` unless ``sql`` is one SELECT/WITH query; else ``(None, "")``.
 
     Uses sqlglot's tokenizer, not its parser: whether the query is valid SQL is for
     SQLite to say (sqlglot cannot parse every query SQLite runs).

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import time
 import traceback
 from collections import deque
@@ -123,22 +124,35 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int = 
         if on_result is not None:
             on_result(index, result)
 
-    def feed(w: _Worker) -> None:
-        if pending and not w.chunk:
-            w.send([pending.popleft() for _ in range(min(chunk_size, len(pending)))], tasks)
+    def feed(k: int) -> None:
+        for _attempt in range(3):
+            w = pool[k]
+            if not pending or w.chunk:
+                return
+            chunk = [pending.popleft() for _ in range(min(chunk_size, len(pending)))]
+            try:
+                w.send(chunk, tasks)
+                return
+            except (BrokenPipeError, OSError):  # died while idle: nothing of it to blame
+                w.chunk = deque()
+                pending.extendleft(reversed(chunk))
+                w.stop(kill=True)
+                pool[k] = _Worker(ctx, fn)
+        raise RuntimeError("worker processes die as soon as they start")
 
-    def replace(w: _Worker, failure: TaskFailed) -> _Worker:
+    def replace(k: int, failure: TaskFailed) -> None:
+        w = pool[k]
         if w.chunk:
             finish(w.chunk.popleft(), failure)
             pending.extendleft(reversed(w.chunk))
+            w.chunk = deque()
         w.stop(kill=True)
-        fresh = _Worker(ctx, fn)
-        feed(fresh)
-        return fresh
+        pool[k] = _Worker(ctx, fn)
+        feed(k)
 
     try:
-        for w in pool:
-            feed(w)
+        for k in range(len(pool)):
+            feed(k)
         while done < n:
             now = time.monotonic()
             busy = [w for w in pool if w.chunk]
@@ -154,17 +168,17 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int = 
                         w.chunk.remove(index)
                         w.since = time.monotonic()
                         finish(index, result)
-                except (EOFError, OSError):
+                except (EOFError, OSError, pickle.UnpicklingError):
                     pass  # the worker died while answering: handled below
                 if w.chunk and (w.process.sentinel in ready or not w.process.is_alive()):
-                    code = w.process.exitcode
-                    pool[k] = replace(w, TaskFailed(
-                        "died", f"worker process died (exit code {code}) running this query"))
+                    w.process.join(timeout=1)
+                    replace(k, TaskFailed("died", f"worker process died (exit code "
+                                                  f"{w.process.exitcode}) running this query"))
                 elif w.chunk and time.monotonic() - w.since > hard_timeout_s:
-                    pool[k] = replace(w, TaskFailed(
+                    replace(k, TaskFailed(
                         "hung", f"no answer after {hard_timeout_s:g} s; worker process killed"))
                 else:
-                    feed(w)
+                    feed(k)
     finally:
         for w in pool:
             w.stop(kill=bool(w.chunk))
