@@ -6,7 +6,7 @@
     python stages/train.py              # the same, outside DVC
 
 Reads the ``train:`` section of params.yaml and ``data/prepared/train.jsonl``. Writes the
-adapter, tokenizer and a model card to ``models/adapter/`` (plus ``base_model/`` for a
+adapter, tokenizer, a model card and ``provenance.json`` to ``models/adapter/`` (plus ``base_model/`` for a
 built-in model, ``merged/`` with ``train.save_merged``), ``metrics/train.json`` and the
 loss curve under ``metrics/train_live/``. Checkpoints go to ``checkpoints/train/``: a
 killed run, started again with the same params and data, resumes from the last one.
@@ -32,6 +32,7 @@ METRICS = Path("metrics/train.json")
 
 def main(params: TrainParams) -> None:
     from text2sql.model_card import write_model_card
+    from text2sql.provenance import PROVENANCE_FILE, write_provenance
     from text2sql.training import train
 
     rows = [row for _, row in iter_jsonl(TRAIN_FILE)]
@@ -40,6 +41,7 @@ def main(params: TrainParams) -> None:
     with atomic_path(OUT_DIR, is_dir=True) as tmp:
         metrics = train(params, rows, tmp, checkpoint_dir=CHECKPOINT_DIR, live_dir=LIVE_DIR)
         write_model_card(tmp, params, TRAIN_FILE, metrics)
+        write_provenance(tmp / PROVENANCE_FILE, [TRAIN_FILE], params=params.model_dump())
     write_json(METRICS, metrics)
     if os.environ.get("SM_MODEL_DIR"):
         shutil.copytree(OUT_DIR, os.environ["SM_MODEL_DIR"], dirs_exist_ok=True)

@@ -130,7 +130,12 @@ def copy_of_base_run(tmp_path_factory: pytest.TempPathFactory, name: str) -> Pat
     return dest
 
 
+_reported: set[str] = set()
+
+
 def report_timings(label: str) -> None:
-    """Print the measured durations (shown with ``pytest -s`` or in -rA output)."""
+    """Print the durations measured since the last call (shown with ``pytest -s`` or ``-rA``)."""
     for key, seconds in TIMINGS.items():
-        print(f"[{label}] {key}: {seconds:.1f} s")
+        if key not in _reported:
+            _reported.add(key)
+            print(f"[{label}] {key}: {seconds:.1f} s")

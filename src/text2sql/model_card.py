@@ -11,6 +11,10 @@ from text2sql.io import write_text
 from text2sql.params import TrainParams
 
 
+# Left out of the card so that the same training gives the same bytes (timings vary).
+TIMING_METRICS = frozenset({"tokens_per_s", "train_runtime_s", "wall_s", "peak_memory_mb"})
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with Path(path).open("rb") as f:
@@ -57,7 +61,7 @@ def write_model_card(adapter_dir: Path, params: TrainParams, train_file: Path,
         "",
         "| metric | value |",
         "| --- | --- |",
-        *(f"| {k} | {v} |" for k, v in metrics.items()),
+        *(f"| {k} | {v} |" for k, v in metrics.items() if k not in TIMING_METRICS),
         "",
     ]
     if params.model_name.startswith("builtin:"):

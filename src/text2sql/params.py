@@ -80,11 +80,11 @@ class TrainParams(Section):
     load_in_4bit: bool = False
     lora: LoraParams = LoraParams()
     builtin: BuiltinModelParams = BuiltinModelParams()
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(8.0, gt=0)
     learning_rate: float = Field(3.0e-3, gt=0)
     batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
     lr_scheduler: str = "cosine"
     weight_decay: float = Field(0.0, ge=0.0)
     gradient_checkpointing: bool = False
@@ -96,14 +96,14 @@ class TrainParams(Section):
 
 
 class InferParams(Section):
-    backend: Literal["hf", "vllm"] = "hf"
     batch_size: int = Field(16, ge=1)  # sequences per batch (prompts x num_samples)
     max_new_tokens: int = Field(128, ge=1)
     num_samples: int = Field(1, ge=1)  # 1: greedy; N > 1: sample N, vote by execution result
-    temperature: float = Field(0.7, ge=0.0)
+    temperature: float = Field(0.3, ge=0.0)
     seed: int = 0
     timeout_s: float = Field(5.0, gt=0)  # per candidate query when voting
     max_rows: int = Field(10000, ge=1)  # rows fetched per candidate when voting
+    prefer_nonempty: bool = True  # an empty result votes only when no candidate returns rows
 
 
 class EvaluateParams(Section):

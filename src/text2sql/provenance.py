@@ -3,7 +3,7 @@
 The train stage writes this record beside the adapter (``models/adapter/provenance.json``),
 so an adapter found anywhere can be traced back to the code, libraries and data it came from:
 
-    write_provenance(tmp / PROVENANCE_FILE, ["data/prepared/train.jsonl"], params=params.model_dump())
+    write_provenance(tmp / PROVENANCE_FILE, [TRAIN_FILE], params=params.model_dump())
 
 Data hashes are the ones DVC uses: the md5 of a file's bytes, and for a folder the md5 of
 its sorted ``[{"md5", "relpath"}]`` listing plus ``.dir``. They can be checked against

@@ -69,6 +69,7 @@ class Report:
     metrics: list[Value]
     plots: list[Plot] = field(default_factory=list)
     plots_html: Path | None = None
+    dvc_metrics_md: str = ""  # `dvc metrics diff --md`, verbatim
     warnings: list[str] = field(default_factory=list)
 
 
@@ -125,6 +126,8 @@ def collect(base: str, head: str | None = None, repo_dir: str | Path = ".",
     report.metrics = parse_diff(json.loads(out or "{}"))
     if "failed to load" in err:
         report.warnings.append(err.strip().splitlines()[-1])
+    if report.metrics:
+        report.dvc_metrics_md, _ = run_dvc(["metrics", "diff", *revs, "--md"], repo_dir)
     if plots_dir is not None:
         collect_plots(report, revs, repo_dir, Path(plots_dir))
     return report
@@ -182,7 +185,8 @@ def fmt(x: Any) -> str:
     if isinstance(x, bool):
         return str(x).lower()
     if isinstance(x, float):
-        return f"{x:.6g}"
+        text = f"{x:.6g}"
+        return text if any(c in text for c in ".eni") else text + ".0"
     if isinstance(x, (list, dict)):
         x = json.dumps(x)
     return str(x).replace("|", "\\|").replace("\n", " ")
@@ -254,6 +258,9 @@ def render_markdown(report: Report, link_base: Path | None = None) -> str:
     if timing:
         lines += details(f"Time, throughput and memory ({len(timing)}; vary from run to run)",
                          table(timing, base, head, change=True))
+    if report.dvc_metrics_md.strip():
+        lines += details("As printed by <code>dvc metrics diff --md</code>",
+                         report.dvc_metrics_md.strip().splitlines())
 
     lines += ["### Params", ""]
     changed_params = [p for p in report.params if p.changed]

@@ -296,6 +296,7 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    make_adapter_config_portable(out_dir / "adapter_config.json", params.model_name)
     if params.save_merged:
         save_merged(model, tokenizer, out_dir / MERGED_DIR)
     if checkpoint_dir is not None:  # finished: the adapter is the result now
@@ -321,6 +322,21 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
         "trainable_params": trainable,
         "peak_memory_mb": round(_peak_memory_mb(), 1),
     }
+
+
+def make_adapter_config_portable(config_file: Path, model_name: str) -> None:
+    """Name the base model as the params do, and sort module lists, so the file is reproducible.
+
+    PEFT records the folder the base was loaded from (for the built-in model a temporary
+    one) and writes module names in set order, which changes from run to run.
+    """
+    config = json.loads(config_file.read_text())
+    if is_builtin(model_name):
+        config["base_model_name_or_path"] = model_name  # its weights are in base_model/
+    for key in ("target_modules", "modules_to_save"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def save_merged(model: Any, tokenizer: Any, out: Path) -> None:
