@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline_copy import copy_repo, env, run
+from tests.pipeline_run import copy_source, env, run
 from text2sql.training import IGNORE_INDEX, find_resumable_checkpoint, tokenize_example, tokenize_rows
 
 PROMPT = [{"role": "system", "content": "You translate questions into SQLite queries."},
@@ -113,12 +113,13 @@ def test_builtin_model_is_deterministic(tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_last_checkpoint_and_finishes(tmp_path):
-    repo = copy_repo(tmp_path / "repo", {
+    (tmp_path / "repo").mkdir()
+    repo = copy_source(tmp_path / "repo", {
         "prepare": {"max_train_examples": 160, "max_eval_examples": 8},
         "train": {"epochs": 1.0, "checkpoint_steps": 4, "logging_steps": 2, "save_merged": True},
     })
     run([sys.executable, "stages/prepare.py"], repo)
-    proc = subprocess.Popen([sys.executable, "stages/train.py"], cwd=repo, env=env(),
+    proc = subprocess.Popen([sys.executable, "stages/train.py"], cwd=repo, env=env(repo),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
@@ -133,7 +134,7 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes(tmp_path):
 
     sagemaker = tmp_path / "sm_model"
     out = subprocess.run([sys.executable, "stages/train.py"], cwd=repo, capture_output=True,
-                         text=True, env={**env(), "SM_MODEL_DIR": str(sagemaker)}, check=True).stdout
+                         text=True, env=env(repo, SM_MODEL_DIR=str(sagemaker)), check=True).stdout
     assert "resuming from checkpoints/train/checkpoint-" in out
     metrics = json.loads((repo / "metrics/train.json").read_text())
     assert metrics["resumed_from_step"] >= 8
