@@ -55,7 +55,8 @@ def test_exp_run_retrains_and_metrics_diff_shows_it(pipeline):
     assert steps["new"] == 2 * steps["old"]
     assert "final_loss" in diff["metrics/train.json"]
     status = git("status", "--porcelain", cwd=pipeline)
-    assert "metrics/eval.json" in status or "metrics/eval.json" in diff  # evaluate reran
+    # infer and evaluate reran on the new adapter (on this tiny run the scores may not move)
+    assert "metrics/infer.json" in status and "metrics/eval_report.md" in status
 
 
 def test_mistyped_param_is_an_error_naming_the_key(pipeline):
