@@ -134,6 +134,19 @@ def test_anything_but_one_read_only_query_is_refused(observatory, capsys, sql, w
     assert digest(observatory) == before
 
 
+def test_sql_that_would_hang_the_parser_is_refused(observatory, capsys):
+    loop = "SELECT target FROM observation " + "JOIN telescope " * 40
+    assert main(["ask", "--db", str(observatory), "--dialect", "mysql", "--sql", loop, "q"]) == 3
+    assert "more than 10 JOINs in a row without ON" in capsys.readouterr().err
+
+
+def test_an_empty_result_still_shows_its_columns(observatory, capsys):
+    assert main(["ask", "--db", str(observatory), "--sql",
+                 "SELECT name, aperture_m FROM telescope WHERE aperture_m > 100", "q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split() == ["name", "aperture_m"] and lines[-1].startswith("(0 rows;")
+
+
 def test_failures_are_reported_with_their_kind(observatory, capsys):
     assert main(["ask", "--db", str(observatory), "--sql", "SELECT nope FROM telescope", "q"]) == 1
     assert "no such column: nope [unknown_column]" in capsys.readouterr().err
@@ -148,6 +161,11 @@ def test_bad_arguments_say_what_to_do(observatory, tmp_path, capsys):
     assert "unknown dialect (known: athena, bigquery" in capsys.readouterr().err
     assert main(["ask", "--db", str(tmp_path / "missing.sqlite"), "q"]) == 2
     assert "missing.sqlite: SQLite file not found (--db)" in capsys.readouterr().err
+    notes = tmp_path / "notes.sqlite"
+    notes.write_text("not a database, just text " * 40)
+    assert main(["ask", "--db", str(notes), "q"]) == 2
+    assert "notes.sqlite: cannot read it as a SQLite database (file is not a database)" \
+        in capsys.readouterr().err
     assert main(["ask", "--db", str(observatory), "--adapter", str(tmp_path), "q"]) == 2
     assert "no adapter_config.json; run the train stage first" in capsys.readouterr().err
 
@@ -165,4 +183,5 @@ def test_column_names_and_table_format():
     schema = schema_from_sqlite.__globals__["Schema"]("db", [])
     assert column_names("SELECT a AS x, b, count(*) FROM t", schema, 3) == ["x", "b", "COUNT(*)"]
     assert column_names("SELECT a, b FROM t", schema, 3) == ["col1", "col2", "col3"]
+    assert column_names("SELECT a, b FROM t", schema, None) == ["a", "b"]  # no rows to count
     assert format_table(["a"], [(None,), (1.5,)]).split() == ["a", "----", "NULL", "1.5"]

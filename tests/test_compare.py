@@ -145,3 +145,14 @@ def test_exact_match_normalizes(gold, pred):
 ])
 def test_exact_match_rejects(gold, pred):
     assert not exact_match(gold, pred)
+
+
+def test_exact_match_of_a_join_loop_returns_at_once():
+    """sqlglot's parser is exponential in bare JOINs; a looping model writes dozens."""
+    import time
+
+    from text2sql.compare import exact_match
+
+    start = time.perf_counter()
+    assert not exact_match("SELECT 1", "SELECT T1 " + "JOIN products AS T1 " * 40)
+    assert time.perf_counter() - start < 2

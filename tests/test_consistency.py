@@ -60,6 +60,18 @@ def test_equal_results_group_across_column_order_and_number_types(db):
     assert (v.votes, v.groups, v.chosen) == (3, 2, 0)
 
 
+def test_empty_results_vote_only_when_no_candidate_returns_rows(db):
+    cands = [c("SELECT name FROM pet WHERE kind = 'Dog'", -0.3),  # wrong value: no rows
+             c("SELECT name FROM pet WHERE kind = 'DOG'", -0.4),  # no rows
+             c("SELECT name FROM pet WHERE kind = 'dog'", -0.9)]
+    v = choose(db, cands, timeout_s=2, max_rows=100)
+    assert (v.chosen, v.votes, v.valid, v.groups) == (2, 1, 3, 1)
+    plain = choose(db, cands, timeout_s=2, max_rows=100, prefer_nonempty=False)
+    assert (plain.chosen, plain.votes, plain.groups) == (0, 2, 2)
+    only_empty = choose(db, cands[:2], timeout_s=2, max_rows=100)
+    assert (only_empty.chosen, only_empty.votes) == (0, 2)
+
+
 def test_every_candidate_failing_falls_back_to_the_most_likely(db):
     cands = [c("SELECT nope FROM pet", -1.0), c("DELETE FROM pet", -0.2), c("", -0.1),
              c("SELECT * FROM missing", -5.0)]
@@ -74,6 +86,12 @@ def test_a_runaway_candidate_times_out_and_is_dropped(db):
             "SELECT count(*) FROM n")
     v = choose(db, [c(slow, -0.1), c("SELECT 1", -4.0)], timeout_s=0.3, max_rows=10)
     assert v.chosen == 1 and v.errors[0] == "timeout"
+
+
+def test_a_candidate_that_would_hang_the_parser_is_dropped(db):
+    loop = "SELECT name FROM pet " + "JOIN pet AS p " * 40
+    v = choose(db, [c(loop, -0.1), c("SELECT 1", -3.0)], timeout_s=2, max_rows=10)
+    assert v.chosen == 1 and v.errors == ["parse_error", None]
 
 
 def test_vote_checks_its_inputs():

@@ -78,3 +78,20 @@ def test_extracted_sql_is_the_models_own_text() -> None:
     """Extraction cuts, it never reformats: spacing and case survive."""
     raw = "sql:   select   Name from   T  where x=1 ;\nthanks"
     assert extract_sql(raw) == "select   Name from   T  where x=1"
+
+
+def test_a_model_stuck_in_a_join_loop_does_not_hang_extraction() -> None:
+    """sqlglot takes exponential time on many JOINs without ON; extraction stays linear."""
+    import time
+
+    from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
+
+    loop = "SELECT T1 " + "JOIN products AS T1 " * 60
+    start = time.perf_counter()
+    assert extract_sql(loop) == loop.strip()  # returned as written: a parse error downstream
+    assert time.perf_counter() - start < 5
+    assert too_hard_to_parse(loop)
+    bare = "SELECT a FROM t " + "JOIN p " * MAX_BARE_JOINS
+    assert not too_hard_to_parse(bare) and too_hard_to_parse(bare + "JOIN q")
+    assert not too_hard_to_parse("SELECT a FROM t " + "JOIN p USING (id) " * 40)
+    assert not too_hard_to_parse("SELECT a FROM t " + "CROSS JOIN p " * 40)

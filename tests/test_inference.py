@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from text2sql.inference import check_backend, check_rows, predict, predict_with_model
+from text2sql.inference import check_rows, predict, predict_with_model
 from text2sql.io import DataError, iter_jsonl, write_jsonl
 from text2sql.params import InferParams, load_params
 
@@ -79,20 +79,6 @@ def test_check_rows_names_file_line_and_field(tmp_path, eval_rows):
         check_rows(iter_jsonl(f), f, need_db=False)
 
 
-def test_vllm_backend_is_refused_here_with_the_reason():
-    import importlib.util
-
-    import torch
-
-    with pytest.raises(DataError) as err:
-        check_backend("vllm")
-    if not torch.cuda.is_available():
-        assert "needs a CUDA GPU" in str(err.value)
-    elif importlib.util.find_spec("vllm") is None:
-        assert "not installed" in str(err.value)
-    check_backend("hf")
-
-
 def test_infer_params_reject_unknown_keys_and_bad_values(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text("infer:\n  num_sample: 5\n")
@@ -101,8 +87,8 @@ def test_infer_params_reject_unknown_keys_and_bad_values(tmp_path):
     f.write_text("infer:\n  num_samples: 0\n")
     with pytest.raises(DataError, match="infer.num_samples"):
         load_params("infer", f)
-    f.write_text("infer:\n  backend: tgi\n")
-    with pytest.raises(DataError, match="infer.backend"):
+    f.write_text("infer:\n  temperature: warm\n")
+    with pytest.raises(DataError, match="infer.temperature"):
         load_params("infer", f)
 
 

@@ -50,6 +50,8 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
+from text2sql.sql import too_hard_to_parse
+
 Row = tuple
 
 
@@ -138,6 +140,8 @@ def results_match(gold: Sequence[Sequence[Any]], pred: Sequence[Sequence[Any]],
 
 
 def _parse(sql: str) -> exp.Expression | None:
+    if too_hard_to_parse(sql):  # would hang sqlglot's parser; counts as unparsable
+        return None
     try:
         tree = sqlglot.parse_one(sql, read="sqlite")
     except sqlglot.errors.SqlglotError:

@@ -5,7 +5,10 @@ the question's database with a time limit and a row cap (:mod:`text2sql.executio
 candidates that fail (parse error, unknown column, timeout, a write statement) are
 dropped. The others are grouped by result set, with the evaluation's notion of
 equal results (:func:`text2sql.compare.results_match`: a bag of rows, columns in
-any order, ``1`` equal to ``1.0``), and the largest group wins. Ties between groups
+any order, ``1`` equal to ``1.0``), and the largest group wins. An empty result
+counts only when no candidate returns rows (``prefer_nonempty``, on by default): a
+query with a wrong filter value returns nothing, and several wrong queries agree
+on nothing far more often than right ones do. Ties between groups
 go to the group holding the most likely candidate (highest sequence
 log-probability), and the winning group is represented by its most likely
 candidate. When every candidate fails, the most likely one is returned as it is.
@@ -18,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from text2sql.compare import results_match
-from text2sql.execution import ExecResult, execute
+from text2sql.execution import PARSE_ERROR, ExecResult, execute
+from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
 
 
 @dataclass
@@ -33,23 +37,26 @@ class Vote:
     chosen: int  # index into the candidates
     votes: int  # candidates in the winning group (0 when every candidate failed)
     valid: int  # candidates that executed
-    groups: int  # distinct result sets among them
+    groups: int  # distinct result sets among those that voted
     errors: list[str | None] = field(default_factory=list)  # per candidate: error kind or None
 
 
-def vote(candidates: Sequence[Candidate], results: Sequence[ExecResult]) -> Vote:
+def vote(candidates: Sequence[Candidate], results: Sequence[ExecResult], *,
+         prefer_nonempty: bool = True) -> Vote:
     """The candidate chosen by majority of result sets (see the module docstring)."""
     if not candidates:
         raise ValueError("self-consistency needs at least one candidate")
     if len(candidates) != len(results):
         raise ValueError(f"{len(candidates)} candidates but {len(results)} results")
     errors = [r.error for r in results]
+    ran = [i for i, r in enumerate(results) if r.ok]
+    voters = ran
+    if prefer_nonempty and any(results[i].rows for i in ran):
+        voters = [i for i in ran if results[i].rows]
     groups: list[list[int]] = []
-    for i, res in enumerate(results):
-        if not res.ok:
-            continue
+    for i in voters:
         for group in groups:
-            if results_match(results[group[0]].rows or [], res.rows or []):
+            if results_match(results[group[0]].rows or [], results[i].rows or []):
                 group.append(i)
                 break
         else:
@@ -58,16 +65,21 @@ def vote(candidates: Sequence[Candidate], results: Sequence[ExecResult]) -> Vote
     if not groups:
         return Vote(best_of(range(len(candidates))), 0, 0, 0, errors)
     winner = max(groups, key=lambda g: (len(g), candidates[best_of(g)].logprob))
-    return Vote(best_of(winner), len(winner), sum(len(g) for g in groups), len(groups), errors)
+    return Vote(best_of(winner), len(winner), len(ran), len(groups), errors)
 
 
 def choose(conn: sqlite3.Connection, candidates: Sequence[Candidate], *, timeout_s: float,
-           max_rows: int) -> Vote:
+           max_rows: int, prefer_nonempty: bool = True) -> Vote:
     """Execute every distinct candidate query on ``conn`` (read-only) and vote."""
     cache: dict[str, ExecResult] = {}
     results = []
     for c in candidates:
-        if c.sql not in cache:
+        if c.sql in cache:
+            pass
+        elif too_hard_to_parse(c.sql):  # would hang the SQL parser: see text2sql.sql.MAX_BARE_JOINS
+            cache[c.sql] = ExecResult(None, PARSE_ERROR,
+                                      f"more than {MAX_BARE_JOINS} JOINs in a row without ON")
+        else:
             cache[c.sql] = execute(conn, c.sql, timeout_s=timeout_s, max_rows=max_rows)
         results.append(cache[c.sql])
-    return vote(candidates, results)
+    return vote(candidates, results, prefer_nonempty=prefer_nonempty)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 
 import sqlglot
+
+from text2sql.sql import too_hard_to_parse
 from sqlglot.tokens import Tokenizer, TokenType
 
 # Text after an end-of-turn marker is not part of the answer.
@@ -160,6 +162,8 @@ def _is_prose(line: str) -> bool:
 
 def _parses(sql: str) -> bool:
     """Exactly one statement that sqlglot's SQLite dialect parses completely."""
+    if too_hard_to_parse(sql):
+        return False
     try:
         statements = [s for s in sqlglot.parse(sql, read="sqlite") if s is not None]
     except sqlglot.errors.SqlglotError:

@@ -50,32 +50,11 @@ def check_rows(numbered: Iterable[tuple[int, dict[str, Any]]], source: str | Pat
     return rows
 
 
-def check_backend(backend: str) -> None:
-    """Refuse a backend that cannot run here, saying why and what to do instead."""
-    if backend == "hf":
-        return
-    if backend != "vllm":
-        raise DataError(f"infer.backend: unknown backend {backend!r} (hf | vllm)")
-    import importlib.util
-
-    import torch
-
-    if not torch.cuda.is_available():
-        raise DataError("infer.backend=vllm needs a CUDA GPU, and none is visible here; "
-                        "use infer.backend=hf (transformers), which runs on the CPU too")
-    if importlib.util.find_spec("vllm") is None:
-        raise DataError("infer.backend=vllm, but the vllm package is not installed "
-                        "(it is not a dependency of this project: `uv pip install vllm` into the "
-                        "environment), or use infer.backend=hf")
-    raise DataError("infer.backend=vllm is not implemented in this version; use infer.backend=hf")
-
-
 def predict(rows: Sequence[dict[str, Any]], adapter_dir: str | Path, params: InferParams, *,
             progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Load the adapter, predict every row; prediction records (input order) and metrics."""
     from text2sql.generation import load_for_inference
 
-    check_backend(params.backend)
     t0 = time.perf_counter()
     model, tokenizer = load_for_inference(adapter_dir)
     load_s = time.perf_counter() - t0
@@ -139,7 +118,7 @@ def _vote_all(rows: Sequence[dict[str, Any]], gens: Sequence[Any], records: list
             candidates = [Candidate(raw, extract_sql(raw), lp)
                           for raw, lp in zip(gen.texts, gen.logprobs, strict=True)]
             result = choose(conns[db], candidates, timeout_s=params.timeout_s,
-                            max_rows=params.max_rows)
+                            max_rows=params.max_rows, prefer_nonempty=params.prefer_nonempty)
             best = candidates[result.chosen]
             rec.update(raw=best.raw, sql=best.sql, votes=result.votes,
                        valid_candidates=result.valid,

@@ -42,6 +42,16 @@ def prompt_row(question: str, db_path: str | Path, schema: Schema, settings: Pre
     return row
 
 
+def read_schema(path: str | Path, db_id: str | None = None) -> Schema:
+    """The schema of a SQLite file; a file that is not a database is a clear error."""
+    import sqlite3
+
+    try:
+        return schema_from_sqlite(path, db_id)
+    except sqlite3.DatabaseError as e:
+        raise DataError(f"{path}: cannot read it as a SQLite database ({e})") from None
+
+
 def find_sqlite(db_dir: Path, db_id: str) -> Path | None:
     """``<db_dir>/<db_id>/<db_id>.sqlite`` (Spider layout) or ``<db_dir>/<db_id>.sqlite``."""
     for suffix in SQLITE_SUFFIXES:
@@ -89,7 +99,7 @@ class Databases:
     def schema(self, db_id: str, path: Path) -> Schema:
         if db_id not in self._schemas:
             self._schemas[db_id] = (self._tables_json.get(db_id) if self.folder is not None else None) \
-                or schema_from_sqlite(path, db_id)
+                or read_schema(path, db_id)
         return self._schemas[db_id]
 
 
@@ -120,7 +130,7 @@ def rows_from_questions(numbered: Iterable[tuple[int, dict[str, Any]]], source: 
                 schema = databases.schema(db_id, path)
             elif obj.get("db_path"):
                 path = Path(obj["db_path"])
-                schema = schema_from_sqlite(path, db_id or path.stem)
+                schema = read_schema(path, db_id or path.stem)
             else:
                 raise DataError("no database: give --db (one SQLite file, or a folder of "
                                 "Spider-style databases), or a db_path on each line")

@@ -70,9 +70,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from text2sql.execution import check_read_only_query, open_readonly, execute
+    from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
     from text2sql.io import DataError
-    from text2sql.questions import prepare_settings, prompt_row
-    from text2sql.schema import schema_from_sqlite
+    from text2sql.questions import prepare_settings, prompt_row, read_schema
 
     if args.dialect:
         check_dialect(args.dialect)
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("--timeout must be > 0 and --max-rows at least 1")
     if not args.db.is_file():
         raise DataError(f"{args.db}: SQLite file not found (--db)")
-    schema = schema_from_sqlite(args.db)
+    schema = read_schema(args.db)
     if not schema.tables:
         raise DataError(f"{args.db}: the database has no tables to ask about")
     out = sys.stdout
@@ -91,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"tables: {', '.join(row['tables'])}", file=out)
         sql, note = generate_sql(row, args)
     print(f"SQL ({note}):\n  {indent(sql or '(the model wrote no SQL)')}", file=out)
+    if too_hard_to_parse(sql):
+        print(f"text2sql ask: refused: the SQL has more than {MAX_BARE_JOINS} JOINs in a row "
+              "without ON (a model repeating itself). Nothing was executed.", file=sys.stderr)
+        return REFUSED
     if args.dialect and sql:
         print(f"SQL ({args.dialect}):\n  {indent(transpile(sql, args.dialect))}", file=out)
     kind, message = check_read_only_query(sql)
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return FAILED
     rows = result.rows or []
-    headers = getattr(result, "columns", None) or column_names(sql, schema, len(rows[0]) if rows else 0)
+    headers = getattr(result, "columns", None) or column_names(sql, schema, len(rows[0]) if rows else None)
     print(format_table(headers, rows), file=out)
     more = f"; stopped at --max-rows {args.max_rows}, there are more" if result.truncated else ""
     print(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{more}; {result.seconds:.3f} s)",
@@ -131,17 +135,20 @@ def generate_sql(row: dict[str, Any], args: argparse.Namespace) -> tuple[str, st
     max_new_tokens = args.max_new_tokens or infer.max_new_tokens
     t0 = time.perf_counter()
     model, tokenizer = load_for_inference(args.adapter)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
     gen = generate(model, tokenizer, [row["prompt"]], batch_size=max(n, 1),
                    max_new_tokens=max_new_tokens, num_samples=n, temperature=infer.temperature,
                    seed=infer.seed, progress=False)[0]
     seconds = time.perf_counter() - t0
     if n == 1:
-        return extract_sql(gen.texts[0]), f"generated in {seconds:.1f} s"
+        return extract_sql(gen.texts[0]), f"generated in {seconds:.1f} s, model loaded in {load_s:.1f} s"
     candidates = [Candidate(t, extract_sql(t), lp)
                   for t, lp in zip(gen.texts, gen.logprobs, strict=True)]
     conn = open_readonly(args.db)
     try:
-        vote = choose(conn, candidates, timeout_s=args.timeout, max_rows=args.max_rows)
+        vote = choose(conn, candidates, timeout_s=args.timeout, max_rows=args.max_rows,
+                      prefer_nonempty=infer.prefer_nonempty)
     finally:
         conn.close()
     return candidates[vote.chosen].sql, (f"{vote.votes} of {n} samples agree; "
@@ -194,14 +201,15 @@ def indent(sql: str) -> str:
     return sql.strip().replace("\n", "\n  ")
 
 
-def column_names(sql: str, schema: Any, width: int) -> list[str]:
+def column_names(sql: str, schema: Any, width: int | None) -> list[str]:
     """Result column names as SQLite would show them, read from the query with sqlglot;
-    ``col1``, ``col2``, ... where they cannot be known."""
+    ``col1``, ``col2``, ... where they cannot be known. ``width``: the number of columns
+    in the result (``None`` when it has no rows to count them on)."""
     import sqlglot
     from sqlglot import exp
     from sqlglot.optimizer.qualify import qualify
 
-    fallback = [f"col{i + 1}" for i in range(width)]
+    fallback = [f"col{i + 1}" for i in range(width or 0)]
     try:
         tree = sqlglot.parse_one(sql, read="sqlite")
         if any(isinstance(s, exp.Star) or (isinstance(s, exp.Column) and s.is_star)
@@ -214,7 +222,7 @@ def column_names(sql: str, schema: Any, width: int) -> list[str]:
                      s.sql(dialect="sqlite") for s in tree.selects]
     except (sqlglot.errors.SqlglotError, AttributeError, KeyError):
         return fallback
-    return names if len(names) == width else fallback
+    return names if width is None or len(names) == width else fallback
 
 
 def format_table(headers: list[str], rows: list[tuple]) -> str:
