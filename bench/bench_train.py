@@ -72,8 +72,8 @@ def main() -> None:
     u, p = results["unsloth"], results["peft"]
     print(f"\nmodel: built-in {args.size}, {args.examples} examples, 1 epoch, "
           f"device {u['device']}, 4-bit {args.four_bit}\n")
-    print(f"| backend | tokens/s | peak memory (MiB) | train s | final loss |")
-    print(f"| --- | ---: | ---: | ---: | ---: |")
+    print("| backend | tokens/s | peak memory (MiB) | train s | final loss |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
         print(f"| {name} | {r['tokens_per_s']:.0f} | {r['peak_memory_mb']:.0f} | "
               f"{r['train_runtime_s']:.1f} | {r['final_loss']:.3f} |")

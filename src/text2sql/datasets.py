@@ -20,14 +20,13 @@ in two, seeded, holding out whole databases.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from text2sql.io import DataError, read_json
+from text2sql.io import DataError, iter_jsonl, read_json
 from text2sql.schema import Schema, SqliteSchemas, find_database, load_spider_tables
 
 REQUIRED = ("question", "query", "db_id")
@@ -234,33 +233,6 @@ def load_bird_split(root: str | Path, split: str, *, tables: str | Path | None =
 
 
 
-def iter_jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` of a JSONL file, read one line at a time; blank lines skipped.
-
-    Lines are read as bytes and decoded one by one, so a line that is not UTF-8
-    is reported with its own number (a text-mode reader decodes ahead).
-    """
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start} of the line)"
-                                ) from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno}); "
-                                "each line must be one JSON object") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
-
-
 def iter_jsonl_examples(path: str | Path, dbs: Databases, cols: ColumnMap = ColumnMap(),
                         id_prefix: str | None = None) -> Iterator[Example]:
     """Examples of a JSONL file, one line at a time.
@@ -272,7 +244,7 @@ def iter_jsonl_examples(path: str | Path, dbs: Databases, cols: ColumnMap = Colu
     prefix = id_prefix or path.stem
     needs = (f"every line needs {cols.question} (or instruction), {cols.query} (or output), "
              f"{cols.db_id}")
-    for lineno, row in iter_jsonl_rows(path):
+    for lineno, row in iter_jsonl(path):
         where = f"{path}:{lineno}"
         question = _text(row, cols.question, where, needs, "instruction")
         query = _text(row, cols.query, where, needs, "output")
