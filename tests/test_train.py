@@ -161,3 +161,17 @@ def test_unsloth_qlora_on_cuda(tmp_path, prepared_rows):
         update={"epochs": 0.2, "backend": "unsloth", "load_in_4bit": True})
     metrics = train(params, prepared_rows["train"][:64], tmp_path)
     assert metrics["backend"] == "unsloth" and metrics["device"] == "cuda"
+
+
+def test_plain_peft_backend_trains_on_cpu(tmp_path, prepared_rows, repo_root):
+    """Without Unsloth the same data and labels train with transformers' Trainer on CPU
+    (TRL's SFTTrainer needs a GPU kernel for its loss there)."""
+    from text2sql.params import load_params
+    from text2sql.training import train
+
+    params = load_params("train", repo_root / "params.yaml").model_copy(
+        update={"backend": "peft", "epochs": 1.0, "logging_steps": 1})
+    metrics = train(params, prepared_rows["train"][:32], tmp_path)
+    assert metrics["backend"] == "peft" and metrics["trainer"] == "Trainer"
+    assert metrics["steps"] == 4 and metrics["final_loss"] > 0
+    assert (tmp_path / "adapter_model.safetensors").is_file()

@@ -264,7 +264,7 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
         if resume_from is not None:
             print(f"train: resuming from {resume_from}")
     cuda = has_cuda()
-    config = SFTConfig(
+    common = dict(
         output_dir=str(checkpoint_dir or out_dir / ".trainer"),
         num_train_epochs=params.epochs,
         learning_rate=params.learning_rate,
@@ -274,8 +274,6 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
         lr_scheduler_type=params.lr_scheduler,
         weight_decay=params.weight_decay,
         gradient_checkpointing=params.gradient_checkpointing,
-        packing=params.packing,
-        max_length=params.max_seq_length,
         seed=params.seed,
         data_seed=params.seed,
         logging_steps=params.logging_steps,
@@ -286,13 +284,28 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         fp16=False,
-        dataset_num_proc=None,
         disable_tqdm=False,
     )
     resume_step = int(resume_from.name.split("-")[-1]) if resume_from else None
     callbacks = [live_callback(live_dir, resume_step)] if live_dir else []
-    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,
-                         processing_class=tokenizer, callbacks=callbacks)
+    if backend == "peft" and not cuda:
+        # TRL's SFTTrainer computes the loss with a Triton kernel (its fused LM head), which
+        # needs a GPU; Unsloth patches it for the CPU, plain PEFT does not. The examples are
+        # already tokenized with their labels, so transformers' Trainer does the same job.
+        if params.packing:
+            raise DataError("train.packing=true needs TRL's SFTTrainer: on the CPU that means "
+                            "train.backend=unsloth (or auto)")
+        from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+        trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=callbacks,
+                          data_collator=DataCollatorForSeq2Seq(
+                              tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX))
+    else:
+        config = SFTConfig(**common, packing=params.packing, max_length=params.max_seq_length,
+                           dataset_num_proc=None)
+        trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,
+                             processing_class=tokenizer, callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -309,6 +322,7 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
     runtime = result.metrics["train_runtime"]
     return {
         "backend": backend,
+        "trainer": type(trainer).__name__,
         "device": "cuda" if cuda else "cpu",
         "final_loss": round(losses[-1], 4) if losses else round(float(result.training_loss), 4),
         "train_loss": round(float(result.training_loss), 4),
