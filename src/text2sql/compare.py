@@ -50,7 +50,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
-from text2sql.sql import too_hard_to_parse
+from text2sql.sql import parse_sqlite
 
 Row = tuple
 
@@ -139,14 +139,7 @@ def results_match(gold: Sequence[Sequence[Any]], pred: Sequence[Sequence[Any]],
     return _bag_match_with_permutation(g, p, width)
 
 
-def _parse(sql: str) -> exp.Expression | None:
-    if too_hard_to_parse(sql):  # would hang sqlglot's parser; counts as unparsable
-        return None
-    try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
-    except sqlglot.errors.SqlglotError:
-        return None
-    return tree
+_parse = parse_sqlite
 
 
 def order_matters(gold_sql: str) -> bool:

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlglot
 from sqlglot import exp
+
+from text2sql.sql import parse_sqlite
 
 LEVELS = ("easy", "medium", "hard", "extra")
 
@@ -112,10 +113,7 @@ def _order_aggregates(item: exp.Expression) -> int:
 
 def count_components(sql: str) -> Components | None:
     """Spider's three counts for ``sql``; ``None`` when sqlglot cannot parse it."""
-    try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
-    except sqlglot.errors.SqlglotError:
-        return None
+    tree = parse_sqlite(sql)
     if tree is None:
         return None
     select, set_op = _first_select(tree)

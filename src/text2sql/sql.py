@@ -14,12 +14,20 @@ from sqlglot.tokens import TokenType
 MAX_BARE_JOINS = 10
 
 
-def referenced_tables(sql: str) -> set[str] | None:
-    """Lower-cased names of the tables ``sql`` reads (CTE names excluded); ``None`` if unparsable."""
+def parse_sqlite(sql: str) -> exp.Expression | None:
+    """The syntax tree of one SQLite statement; ``None`` when sqlglot cannot parse it
+    (or would take exponential time trying: see :func:`too_hard_to_parse`)."""
+    if too_hard_to_parse(sql):
+        return None
     try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
+        return sqlglot.parse_one(sql, read="sqlite")
     except sqlglot.errors.SqlglotError:
         return None
+
+
+def referenced_tables(sql: str) -> set[str] | None:
+    """Lower-cased names of the tables ``sql`` reads (CTE names excluded); ``None`` if unparsable."""
+    tree = parse_sqlite(sql)
     if tree is None:
         return None
     ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
