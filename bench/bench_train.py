@@ -28,17 +28,11 @@ SIZES = {
 def worker(args: argparse.Namespace) -> None:
     if args.backend == "unsloth":
         import unsloth  # noqa: F401
-    from text2sql.datasets import load_dataset_splits
     from text2sql.params import BuiltinModelParams, load_params
-    from text2sql.prepare import prepare_examples
+    from text2sql.prepare import prepare_in_memory
     from text2sql.training import train
 
-    p = load_params("prepare")
-    train_ds, _ = load_dataset_splits(p.source, p.path, p.train_split, p.eval_split,
-                                      p.eval_fraction, p.seed)
-    rows = list(prepare_examples(train_ds.examples[: args.examples], train_ds.schemas,
-                                 schema_format=p.schema_format, link_schema=p.link_schema,
-                                 full_schema_max_tables=p.full_schema_max_tables))
+    rows = prepare_in_memory(load_params("prepare"))["train"][: args.examples]
     params = load_params("train").model_copy(update={
         "backend": args.backend, "epochs": 1.0, "load_in_4bit": args.four_bit,
         "builtin": BuiltinModelParams(**SIZES[args.size]), "gradient_checkpointing": args.gc})

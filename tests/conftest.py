@@ -25,13 +25,9 @@ def sample_dir() -> Path:
 def prepared_rows() -> dict[str, list[dict]]:
     """The sample data run through the prepare core with the default params, in memory."""
     from text2sql.params import load_params
-    from text2sql.prepare import load_splits, prepare_examples, prompt_options
+    from text2sql.prepare import prepare_in_memory
 
-    p = load_params("prepare", REPO / "params.yaml")
-    train, evals = load_splits(p, root=str(REPO))
-    kw = dict(options=prompt_options(p), check_gold=p.check_gold)
-    return {"train": list(prepare_examples(train.examples, train.schemas, **kw)),
-            "eval": list(prepare_examples(evals.examples, evals.schemas, **kw))}
+    return prepare_in_memory(load_params("prepare", REPO / "params.yaml"), root=str(REPO))
 
 
 @pytest.fixture(scope="session")

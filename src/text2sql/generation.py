@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BASE_MODEL_DIR = "base_model"  # inside the adapter folder, for built-in models
+from text2sql.tiny_model import BASE_MODEL_DIR
 
 
 @dataclass

@@ -250,3 +250,18 @@ def load_splits(params: Any, root: str | None = None) -> tuple[Any, Any]:
         db_dir=resolve(params.db_dir), hf_config=params.hf_config,
         columns=ColumnMap(c.question, c.query, c.db_id, c.evidence),
     )
+
+
+def prepare_in_memory(params: Any, root: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Both splits prepared as the stage prepares them (same params, limits and linking),
+    in memory and without writing anything: for tests and benchmarks."""
+    from itertools import islice
+
+    train, evals = load_splits(params, root=root)
+    kw = dict(options=prompt_options(params), check_gold=params.check_gold)
+    return {
+        "train": list(prepare_examples(islice(train.examples, params.max_train_examples),
+                                       train.schemas, **kw)),
+        "eval": list(prepare_examples(islice(evals.examples, params.max_eval_examples),
+                                      evals.schemas, **kw)),
+    }

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 BUILTIN_PREFIX = "builtin:"
+BASE_MODEL_DIR = "base_model"  # inside the adapter folder: the built-in base model's weights
 BUILTIN_MODELS = ("tiny-qwen2",)
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHATML_TEMPLATE = (

@@ -17,10 +17,10 @@ from typing import Any
 
 from text2sql.io import DataError
 from text2sql.params import TrainParams
-from text2sql.tiny_model import CHATML_TEMPLATE, build_tiny_model, check_builtin_name, is_builtin
+from text2sql.tiny_model import (BASE_MODEL_DIR, CHATML_TEMPLATE, build_tiny_model,
+                                 check_builtin_name, is_builtin)
 
 IGNORE_INDEX = -100
-BASE_MODEL_DIR = "base_model"  # inside the adapter folder, for built-in models
 MERGED_DIR = "merged"  # inside the adapter folder, with train.save_merged
 FINGERPRINT_FILE = "fingerprint.json"
 
