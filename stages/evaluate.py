@@ -8,7 +8,8 @@
 
 Reads the ``evaluate:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
 ``data/predictions/eval.jsonl``. Writes the per-example ``data/evaluation/results.jsonl``,
-``metrics/eval.json``, the plot data ``metrics/eval_by_difficulty.csv`` and the
+the headline ``metrics/eval.json`` (execution accuracy, exact match, valid SQL rate, n),
+``metrics/eval_breakdown.json`` (by difficulty and by outcome), the plot data ``metrics/eval_by_difficulty.csv`` and the
 pull-request report ``metrics/eval_report.md``. To score another system's predictions
 without touching these outputs, use ``text2sql evaluate``.
 """
@@ -27,6 +28,7 @@ EVAL_FILE = Path("data/prepared/eval.jsonl")
 PREDICTIONS = Path("data/predictions/eval.jsonl")
 OUTPUTS = OutputPaths(results=Path("data/evaluation/results.jsonl"),
                       metrics=Path("metrics/eval.json"),
+                      breakdown=Path("metrics/eval_breakdown.json"),
                       plot=Path("metrics/eval_by_difficulty.csv"),
                       report=Path("metrics/eval_report.md"))
 

@@ -7,8 +7,9 @@
 
 Reads the ``infer:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
 ``models/adapter/``. Writes ``data/predictions/eval.jsonl`` (id, db_id, question, raw
-output, extracted sql, seconds; with num_samples > 1 also the candidates and votes)
-and ``metrics/infer.json`` (sequences/s, generated tokens/s, n).
+output, extracted sql; with num_samples > 1 also the candidates and votes),
+``metrics/infer.json`` (n, generated tokens) and, not tracked, ``metrics/runtime/infer.json``
+(sequences/s, generated tokens/s, load and generation seconds).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from text2sql.io import DataError, iter_jsonl, write_json, write_jsonl
+from text2sql.io import DataError, iter_jsonl, without_runtime, write_jsonl, write_metrics
 from text2sql.params import InferParams, load_params
 
 EVAL_FILE = Path("data/prepared/eval.jsonl")
@@ -26,12 +27,15 @@ METRICS = Path("metrics/infer.json")
 
 
 def main(params: InferParams) -> None:
+    from text2sql.reproducibility import pin_cpu_numerics
+
+    pin_cpu_numerics()  # before anything imports torch
     from text2sql.inference import check_rows, predict
 
     rows = check_rows(iter_jsonl(EVAL_FILE), EVAL_FILE, need_db=params.num_samples > 1)
     predictions, metrics = predict(rows, ADAPTER_DIR, params)
-    write_jsonl(OUT_FILE, predictions)
-    write_json(METRICS, metrics)
+    write_jsonl(OUT_FILE, (without_runtime(p) for p in predictions))
+    write_metrics(METRICS, metrics)
     print(f"infer: {metrics['n']} predictions, {metrics['sequences_per_s']} sequences/s, "
           f"{metrics['generated_tokens_per_s']} tokens/s -> {OUT_FILE}")
 

@@ -7,7 +7,8 @@
 
 Reads the ``train:`` section of params.yaml and ``data/prepared/train.jsonl``. Writes the
 adapter, tokenizer, a model card and ``provenance.json`` to ``models/adapter/`` (plus ``base_model/`` for a
-built-in model, ``merged/`` with ``train.save_merged``), ``metrics/train.json`` and the
+built-in model, ``merged/`` with ``train.save_merged``), ``metrics/train.json`` (and the
+run's time, throughput and memory in ``metrics/runtime/train.json``, not tracked), and the
 loss curve under ``metrics/train_live/``. Checkpoints go to ``checkpoints/train/``: a
 killed run, started again with the same params and data, resumes from the last one.
 When ``SM_MODEL_DIR`` is set (SageMaker), the adapter is copied there too.
@@ -20,7 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from text2sql.io import DataError, atomic_path, iter_jsonl, write_json
+from text2sql.io import DataError, atomic_path, iter_jsonl, write_metrics
 from text2sql.params import TrainParams, load_params
 
 TRAIN_FILE = Path("data/prepared/train.jsonl")
@@ -31,6 +32,9 @@ METRICS = Path("metrics/train.json")
 
 
 def main(params: TrainParams) -> None:
+    from text2sql.reproducibility import pin_cpu_numerics
+
+    pin_cpu_numerics()  # before anything imports torch
     from text2sql.model_card import write_model_card
     from text2sql.provenance import PROVENANCE_FILE, write_provenance
     from text2sql.training import train
@@ -41,8 +45,9 @@ def main(params: TrainParams) -> None:
     with atomic_path(OUT_DIR, is_dir=True) as tmp:
         metrics = train(params, rows, tmp, checkpoint_dir=CHECKPOINT_DIR, live_dir=LIVE_DIR)
         write_model_card(tmp, params, TRAIN_FILE, metrics)
-        write_provenance(tmp / PROVENANCE_FILE, [TRAIN_FILE], params=params.model_dump())
-    write_json(METRICS, metrics)
+        write_provenance(tmp / PROVENANCE_FILE, [TRAIN_FILE], params=params.model_dump(),
+                         scripts=[Path(__file__).relative_to(Path.cwd())])
+    write_metrics(METRICS, metrics)
     if os.environ.get("SM_MODEL_DIR"):
         shutil.copytree(OUT_DIR, os.environ["SM_MODEL_DIR"], dirs_exist_ok=True)
     print(f"train: {metrics['backend']} on {metrics['device']}, {metrics['steps']} steps, final "

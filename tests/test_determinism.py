@@ -1,16 +1,14 @@
 """Same code, data and params give the same results; each run records what it ran on.
 
 The end-to-end test runs the real pipeline twice on the CPU (the shared reduced run,
-then ``dvc repro --force`` in a copy) and compares the outputs byte for byte, except
-the fields declared in ``TIMING_FIELDS``: wall-clock time, throughput and memory,
-which no seed can fix.
+then ``dvc repro --force`` in a copy) and compares the outputs and ``dvc.lock`` byte for
+byte. Wall-clock time, throughput and memory, which no seed can fix, are written apart
+(``metrics/runtime/``, tracked by neither git nor DVC).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import subprocess
 import time
@@ -23,42 +21,23 @@ import yaml
 from tests.pipeline_run import TIMINGS, base_run, copy_of_base_run, dvc, report_timings
 from text2sql.io import DataError
 from text2sql.provenance import (collect_provenance, data_hash, dir_md5, file_md5,
-                                 write_provenance)
-
-# Fields that measure time, throughput or memory, wherever they appear (metrics/*.json,
-# prediction and result rows, plot tables). Anything else must be identical.
-TIMING_FIELDS = frozenset({
-    "wall_s", "train_runtime_s", "tokens_per_s", "peak_memory_mb",  # metrics/train.json
-    "sequences_per_s", "questions_per_s", "generated_tokens_per_s",  # metrics/infer.json
-    "generate_s", "load_s",
-    "seconds",  # per row of data/predictions/eval.jsonl and data/evaluation/results.jsonl
-    "timestamp",  # DVCLive plot tables
-})
+                                 source_md5, write_provenance)
 
 # Outputs compared after the second run: folders are compared file by file.
-COMPARED = ["data/prepared", "data/predictions", "data/evaluation", "metrics",
+COMPARED = ["data/prepared", "data/predictions", "data/evaluation", "metrics/eval.json",
+            "metrics/eval_breakdown.json", "metrics/train.json", "metrics/infer.json",
+            "metrics/prepare.json", "metrics/train_live", "metrics/eval_report.md",
+            "metrics/eval_by_difficulty.csv", "models/adapter/provenance.json",
             "models/adapter/adapter_model.safetensors", "models/adapter/tokenizer.json",
             "models/adapter/base_model/model.safetensors"]
 
 
-def without_timing(obj):
-    if isinstance(obj, dict):
-        return {k: without_timing(v) for k, v in obj.items() if k not in TIMING_FIELDS}
-    if isinstance(obj, list):
-        return [without_timing(v) for v in obj]
-    return obj
-
-
 def comparable(path: Path) -> object:
-    """The file's content with timing fields removed (JSON, JSONL, TSV/CSV), else its bytes."""
+    """The file parsed (JSON, JSONL), to name the first differing field; else its bytes."""
     if path.suffix == ".json":
-        return without_timing(json.loads(path.read_text()))
+        return json.loads(path.read_text())
     if path.suffix == ".jsonl":
-        return [without_timing(json.loads(line)) for line in path.read_text().splitlines()]
-    if path.suffix in (".tsv", ".csv"):
-        rows = list(csv.DictReader(io.StringIO(path.read_text()),
-                                   delimiter="\t" if path.suffix == ".tsv" else ","))
-        return without_timing(rows)
+        return [json.loads(line) for line in path.read_text().splitlines()]
     return path.read_bytes()
 
 
@@ -111,12 +90,13 @@ def test_repro_force_twice_gives_identical_outputs(two_runs):
     assert not differences, (
         "dvc repro --force twice on the CPU gave different outputs:\n  "
         + "\n  ".join(differences)
-        + "\nIf a field measures time, throughput or memory, declare it in TIMING_FIELDS "
-          "(tests/test_determinism.py); otherwise seed or order what produces it.")
+        + "\nIf a field measures time, throughput or memory, name it so that "
+          "text2sql.io.RUNTIME_FIELD matches it; otherwise seed or order what produces it.")
     assert compared >= 10
-    # The timing fields were there (so the test did strip something) and did vary.
-    train = json.loads((first / "metrics/train.json").read_text())
-    assert "wall_s" in train and train["wall_s"] > 0
+    assert (first / "dvc.lock").read_text() == (second / "dvc.lock").read_text()
+    # The runtime measurements were written, beside the results.
+    runtime = json.loads((second / "metrics/runtime/train.json").read_text())
+    assert runtime["wall_s"] > 0
 
 
 @pytest.mark.slow
@@ -128,7 +108,7 @@ def test_adapter_config_is_reproducible(two_runs):
 
 @pytest.mark.slow
 def test_train_stage_records_provenance(two_runs):
-    """models/adapter/provenance.json: versions, commit and the training data's DVC hash."""
+    """models/adapter/provenance.json: versions, code and the training data's DVC hash."""
     first, second = two_runs
     path = first / "models/adapter/provenance.json"
     record = json.loads(path.read_text())
@@ -136,11 +116,11 @@ def test_train_stage_records_provenance(two_runs):
     train_dep = next(d for d in lock["deps"] if d["path"] == "data/prepared/train.jsonl")
     assert record["inputs"]["data/prepared/train.jsonl"]["md5"] == train_dep["md5"]
     assert record["packages"]["torch"] == metadata.version("torch")
-    assert len(record["git"]["commit"]) == 40
-    again = json.loads((second / "models/adapter/provenance.json").read_text())
-    assert again["inputs"] == record["inputs"] and again["packages"] == record["packages"]
-    # The second run happened after the first was committed: it records that newer commit.
-    assert len(again["git"]["commit"]) == 40
+    assert record["code"]["stages/train.py"] == file_md5(first / "stages/train.py")
+    assert record["code"]["text2sql"].endswith(".dir")
+    assert record["cpu_numerics"]["threads"] == 2
+    # The second run happened after the first was committed: the same record, byte for byte.
+    assert (second / "models/adapter/provenance.json").read_bytes() == path.read_bytes()
 
 
 @pytest.mark.slow
@@ -170,14 +150,12 @@ def small_repo(tmp_path) -> Path:
     return tmp_path
 
 
-def test_provenance_records_versions_commit_and_data(small_repo):
+def test_provenance_records_versions_code_and_data(small_repo):
     record = collect_provenance(["data/train.jsonl", "data/db"], params={"epochs": 1.0},
                                 repo_dir=small_repo)
     assert record["packages"]["torch"] == metadata.version("torch")
     assert record["packages"]["dvc"] == metadata.version("dvc")
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=small_repo, capture_output=True,
-                          text=True).stdout.strip()
-    assert record["git"] == {"commit": head, "dirty": False, "changed": []}
+    assert record["code"]["text2sql"] == source_md5()
     data = (small_repo / "data" / "train.jsonl").read_bytes()
     assert record["inputs"]["data/train.jsonl"] == {"md5": hashlib.md5(data).hexdigest(),
                                                     "size": len(data)}
@@ -195,14 +173,20 @@ def test_provenance_is_byte_identical_and_tracks_changes(small_repo, tmp_path_fa
 
     (small_repo / "data" / "db" / "b.txt").write_text("changed\n")
     record = write_provenance(out / "c.json", ["data/db"], repo_dir=small_repo)
-    assert record["git"]["dirty"] is True and record["git"]["changed"] == ["data/db/b.txt"]
     before = json.loads((out / "a.json").read_text())["inputs"]["data/db"]["md5"]
     assert record["inputs"]["data/db"]["md5"] != before
 
 
-def test_provenance_outside_git_and_missing_input(tmp_path):
-    (tmp_path / "x.txt").write_text("x")
-    record = collect_provenance(["x.txt"], repo_dir=tmp_path)
-    assert record["git"]["commit"] is None
+def test_source_md5_reads_python_sources_only(tmp_path):
+    (tmp_path / "pkg" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    before = source_md5(tmp_path / "pkg")
+    (tmp_path / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\x00")
+    assert source_md5(tmp_path / "pkg") == before
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert source_md5(tmp_path / "pkg") != before
+
+
+def test_provenance_missing_input(tmp_path):
     with pytest.raises(DataError, match="nope.jsonl: input not found"):
         collect_provenance(["nope.jsonl"], repo_dir=tmp_path)

@@ -34,7 +34,9 @@ def _run(*args: str) -> int:
 
 
 def _metrics(out: Path) -> dict:
-    return json.loads((out / "metrics.json").read_text())
+    """The headline metrics and the breakdown, together."""
+    return {**json.loads((out / "metrics.json").read_text()),
+            **json.loads((out / "breakdown.json").read_text())}
 
 
 def test_text_file_with_db_ids(spider, dev, tmp_path, capsys):
@@ -142,7 +144,12 @@ def test_stage_script(tmp_path, repo_root, sample_dir, dev):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "metrics" / "eval.json").read_text())
-    assert m["n"] == 6 and m["outcome_correct"] == 5 and m["outcome_parse_error"] == 1
+    assert m == {"execution_accuracy": 0.8333, "exact_match": 0.8333, "valid_sql_rate": 0.8333,
+                 "n": 6, "gold_errors": 0}
+    b = json.loads((tmp_path / "metrics" / "eval_breakdown.json").read_text())
+    assert b["outcome_correct"] == 5 and b["outcome_parse_error"] == 1
+    assert all("seconds" not in json.loads(line) for line in
+               (tmp_path / "data" / "evaluation" / "results.jsonl").read_text().splitlines())
     assert (tmp_path / "data" / "evaluation" / "results.jsonl").read_text().count("\n") == 6
     assert (tmp_path / "metrics" / "eval_by_difficulty.csv").is_file()
     assert "parse_error" in (tmp_path / "metrics" / "eval_report.md").read_text()

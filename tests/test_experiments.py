@@ -131,6 +131,16 @@ def test_queue_runs_every_experiment(queued):
     assert dvc("queue", "status", cwd=queued).stdout.count("Success") == len(EXPERIMENTS)
 
 
+def readme_exp_show_command() -> list[str]:
+    """README's `dvc exp show` command for reviewing experiments, as arguments."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(line for line in readme.splitlines()
+                if line.startswith("dvc exp show --only-changed"))
+    return shlex.split(line.split("  #")[0])
+
+
 @pytest.mark.slow
 def test_exp_show_has_readable_columns(queued):
     table = dvc("exp", "show", "--md", "--only-changed", "--drop", TIMING_COLUMNS,
@@ -144,6 +154,21 @@ def test_exp_show_has_readable_columns(queued):
     # Unchanged params and metrics are left out: the table stays narrow.
     assert "train.learning_rate" not in columns and "eval_n" not in columns
     assert len(columns) <= 20, columns
+    for name in EXPERIMENTS:
+        assert name in table
+
+
+@pytest.mark.slow
+def test_readme_exp_show_fits_100_columns(queued):
+    """The terminal table of README's command: every changed param, the headline metrics."""
+    args = readme_exp_show_command()
+    assert args[:3] == ["dvc", "exp", "show"]
+    table = dvc(*args[1:], cwd=queued, COLUMNS="100").stdout
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= 100, table
+    for _, (section, key, _) in EXPERIMENTS.items():
+        assert f"{section}.{key}" in table, table
+    assert "final_loss" in table and "Experiment" in table
     for name in EXPERIMENTS:
         assert name in table
 

@@ -47,3 +47,27 @@ def test_unknown_section_is_an_error(tmp_path):
     path.write_text("train: {}\ntrian: {}\n")
     with pytest.raises(DataError, match="trian"):
         load_params("train", path)
+
+
+def test_params_yaml_is_in_the_form_dvc_writes_back(repo_root, tmp_path):
+    """`dvc exp run -S` rewrites params.yaml with its own YAML writer (empty for null, block
+    lists); the committed file is already in that form, so `dvc exp apply` and a commit
+    show only the values that changed."""
+    from dvc.utils.hydra import apply_overrides
+
+    copy = tmp_path / "params.yaml"
+    copy.write_text((repo_root / "params.yaml").read_text())
+    seed = yaml.safe_load(copy.read_text())["train"]["seed"]
+    apply_overrides(copy, [f"train.seed={seed}"])  # what `dvc exp run -S train.seed=...` does
+    assert copy.read_text() == (repo_root / "params.yaml").read_text()
+
+
+def test_check_all_params_names_every_bad_key(tmp_path):
+    from text2sql.params import check_all_params
+
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train:\n  epoch: 3\ninfer:\n  batch_size: many\n")
+    with pytest.raises(DataError) as e:
+        check_all_params(bad)
+    assert "unknown key 'train.epoch'" in str(e.value)
+    assert "infer.batch_size" in str(e.value)

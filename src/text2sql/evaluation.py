@@ -27,7 +27,7 @@ from typing import Any
 from text2sql.compare import normalize_sql, order_matters, prepare_for_execution, results_match
 from text2sql.difficulty import LEVELS, difficulty
 from text2sql.execution import ERROR_KINDS, EXEC_ERROR, TIMEOUT, ExecResult, execute, open_readonly
-from text2sql.io import write_json, write_jsonl, write_text
+from text2sql.io import without_runtime, write_json, write_jsonl, write_text
 from text2sql.workerpool import TaskFailed, run_tasks
 
 CORRECT = "correct"
@@ -313,20 +313,31 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
     return "\n".join(lines) + "\n"
 
 
+# The headline metrics (metrics/eval.json): what `dvc exp show` and `dvc metrics diff`
+# lead with. The breakdown by difficulty and outcome goes to its own file.
+HEADLINE_METRICS = ("execution_accuracy", "exact_match", "valid_sql_rate", "n", "gold_errors")
+
+
 @dataclass(frozen=True)
 class OutputPaths:
     results: Path  # per-example JSONL
-    metrics: Path  # flat JSON
+    metrics: Path  # flat JSON, the headline metrics
+    breakdown: Path  # flat JSON, by difficulty and by outcome
     plot: Path  # accuracy by difficulty, CSV
     report: Path  # markdown
 
 
 def write_outputs(results: Sequence[Scored], paths: OutputPaths, *, title: str,
                   settings: str = "", examples: int = 3) -> dict[str, float]:
-    """Write the four outputs (each atomically) and return the metrics."""
+    """Write the five outputs (each atomically) and return all the metrics.
+
+    Per-example timings are left out of the results file: the same predictions give
+    the same bytes.
+    """
     metrics = summarize(results)
-    write_jsonl(paths.results, (as_dict(r) for r in results))
-    write_json(paths.metrics, metrics)
+    write_jsonl(paths.results, (without_runtime(as_dict(r)) for r in results))
+    write_json(paths.metrics, {k: metrics[k] for k in HEADLINE_METRICS})
+    write_json(paths.breakdown, {k: v for k, v in metrics.items() if k not in HEADLINE_METRICS})
     write_text(paths.plot, _csv(difficulty_rows(metrics)))
     write_text(paths.report, render_report(results, metrics, title=title, settings=settings,
                                            examples=examples))

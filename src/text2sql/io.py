@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -63,6 +64,35 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# Fields that measure this run on this machine (time, throughput, memory), not its result:
+# ``wall_s``, ``tokens_per_s``, ``peak_memory_mb``, a row's ``seconds``. They are kept out of
+# the DVC-tracked outputs, so that the same code, data and params give the same dvc.lock.
+RUNTIME_FIELD = re.compile(r"(_s|seconds|_mb|timestamp)$")
+RUNTIME_DIR = "runtime"  # beside each metrics file: metrics/runtime/<stage>.json (git-ignored)
+
+
+def without_runtime(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` minus its top-level runtime fields (see :data:`RUNTIME_FIELD`)."""
+    return {k: v for k, v in record.items() if not RUNTIME_FIELD.search(k)}
+
+
+def write_metrics(path: str | Path, metrics: dict[str, Any]) -> Path | None:
+    """Write a stage's results to ``path`` and its runtime fields beside it, in ``runtime/``.
+
+    ``metrics/train.json`` gets what the same inputs always give (loss, counts, accuracy);
+    ``metrics/runtime/train.json`` gets wall time, throughput and memory, which differ from
+    run to run and machine to machine. Returns the runtime file, if there was anything for it.
+    """
+    path = Path(path)
+    write_json(path, without_runtime(metrics))
+    runtime = {k: v for k, v in metrics.items() if RUNTIME_FIELD.search(k)}
+    if not runtime:
+        return None
+    runtime_file = path.parent / RUNTIME_DIR / path.name
+    write_json(runtime_file, runtime)
+    return runtime_file
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:

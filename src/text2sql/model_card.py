@@ -7,12 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from text2sql.io import write_text
+from text2sql.io import without_runtime, write_text
 from text2sql.params import TrainParams
-
-
-# Left out of the card so that the same training gives the same bytes (timings vary).
-TIMING_METRICS = frozenset({"tokens_per_s", "train_runtime_s", "wall_s", "peak_memory_mb"})
 
 
 def file_sha256(path: str | Path) -> str:
@@ -61,7 +57,8 @@ def write_model_card(adapter_dir: Path, params: TrainParams, train_file: Path,
         "",
         "| metric | value |",
         "| --- | --- |",
-        *(f"| {k} | {v} |" for k, v in metrics.items() if k not in TIMING_METRICS),
+        # Timings are left out, so that the same training gives the same bytes.
+        *(f"| {k} | {v} |" for k, v in without_runtime(metrics).items()),
         "",
     ]
     if params.model_name.startswith("builtin:"):

@@ -153,17 +153,40 @@ def _known_keys(cls: type[BaseModel], loc: tuple) -> list[str]:
     return list(cls.model_fields)
 
 
-def load_params(section: str, path: str | Path = PARAMS_FILE) -> Section:
-    """Read ``params.yaml`` and return its ``section`` as a validated, typed object."""
-    path = Path(path)
+def _read_params_file(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"{path}: not found (run from the repository root)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise DataError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping of sections {sorted(SECTIONS)}")
     unknown = set(data) - set(SECTIONS)
     if unknown:
         raise DataError(f"{path}: unknown top-level section(s) {sorted(unknown)}; "
                         f"expected {sorted(SECTIONS)}")
-    return parse_section(SECTIONS[section], data.get(section), section, str(path))
+    return data
+
+
+def load_params(section: str, path: str | Path = PARAMS_FILE) -> Section:
+    """Read ``params.yaml`` and return its ``section`` as a validated, typed object."""
+    path = Path(path)
+    return parse_section(SECTIONS[section], _read_params_file(path).get(section), section,
+                         str(path))
+
+
+def check_all_params(path: str | Path = PARAMS_FILE) -> dict[str, Section]:
+    """Validate every section of ``params.yaml``; all problems in one error, by section."""
+    path = Path(path)
+    data = _read_params_file(path)
+    checked: dict[str, Section] = {}
+    problems = []
+    for name, cls in SECTIONS.items():
+        try:
+            checked[name] = parse_section(cls, data.get(name), name, str(path))
+        except DataError as e:
+            problems.append(str(e).removeprefix(f"{path}: "))
+    if problems:
+        raise DataError(f"{path}: " + "; ".join(problems))
+    return checked

@@ -1,9 +1,15 @@
-"""What a run ran on: package versions, the git commit, and hashes of its input data.
+"""What a run ran on: package versions, hashes of its code and input data, CPU numerics.
 
 The train stage writes this record beside the adapter (``models/adapter/provenance.json``),
 so an adapter found anywhere can be traced back to the code, libraries and data it came from:
 
     write_provenance(tmp / PROVENANCE_FILE, [TRAIN_FILE], params=params.model_dump())
+
+The code is identified by the md5 of its source files, not by a git commit: a commit
+does not exist yet when a run's results are committed with it, and the record must be
+the same bytes whenever the same code, data and params run (it is part of the adapter,
+whose hash is in ``dvc.lock``). For the same reason it holds no host name, core count or
+time stamp.
 
 Data hashes are the ones DVC uses: the md5 of a file's bytes, and for a folder the md5 of
 its sorted ``[{"md5", "relpath"}]`` listing plus ``.dir``. They can be checked against
@@ -17,7 +23,6 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from importlib import metadata
@@ -89,31 +94,22 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
     return out
 
 
-def git_state(repo_dir: str | Path = ".") -> dict[str, Any]:
-    """The commit checked out in ``repo_dir`` and the tracked files changed since.
+def source_md5(package_dir: str | Path | None = None) -> str:
+    """md5 of the package's Python sources (``*.py``, by relative path), as a DVC folder hash.
 
-    ``commit`` is None outside a git repository or without git; untracked files are not
-    listed (pipeline outputs are ignored, and DVC rewrites ``dvc.lock`` while it runs).
+    Compiled caches and other files beside the sources are left out, so the value depends
+    on the code alone.
     """
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True,
-                                  timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return proc.stdout if proc.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return {"commit": None, "dirty": None, "changed": []}
-    status = git("status", "--porcelain", "--untracked-files=no") or ""
-    changed = sorted(line[3:] for line in status.splitlines() if line.strip())
-    return {"commit": commit.strip(), "dirty": bool(changed), "changed": changed}
+    root = Path(package_dir) if package_dir is not None else Path(__file__).parent
+    entries = [{"md5": file_md5(f), "relpath": f.relative_to(root).as_posix()}
+               for f in sorted(root.rglob("*.py"))]
+    entries.sort(key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 
 
 def accelerator() -> dict[str, Any]:
     """The device a run used: CUDA device name and versions, or the CPU."""
-    info: dict[str, Any] = {"machine": platform.machine(), "cpu_count": os.cpu_count()}
+    info: dict[str, Any] = {"machine": platform.machine()}
     try:
         import torch
     except ImportError:
@@ -128,18 +124,23 @@ def accelerator() -> dict[str, Any]:
 
 
 def collect_provenance(inputs: Iterable[str | Path], *, params: Mapping[str, Any] | None = None,
-                       repo_dir: str | Path = ".") -> dict[str, Any]:
-    """The provenance record of a run that read ``inputs`` (files or folders) with ``params``.
+                       scripts: Iterable[str | Path] = (), repo_dir: str | Path = "."
+                       ) -> dict[str, Any]:
+    """The provenance record of a run of ``scripts`` that read ``inputs`` with ``params``.
 
-    Input paths are recorded as given (relative to the repository root, as in dvc.yaml).
+    Paths are recorded as given (relative to the repository root, as in dvc.yaml).
     """
+    from text2sql.reproducibility import cpu_numerics
+
     record: dict[str, Any] = {
         "text2sql": __version__,
-        "python": platform.python_version(),
+        "python": ".".join(platform.python_version_tuple()[:2]),  # the patch level changes no result
         "platform": f"{sys.platform}-{platform.machine()}",
         "packages": package_versions(),
         "accelerator": accelerator(),
-        "git": git_state(repo_dir),
+        "cpu_numerics": cpu_numerics(),
+        "code": {"text2sql": source_md5(), **{Path(p).as_posix(): file_md5(Path(repo_dir) / p)
+                                              for p in scripts}},
         "inputs": {Path(p).as_posix(): data_hash(Path(repo_dir) / p) for p in inputs},
     }
     if params is not None:
@@ -148,9 +149,9 @@ def collect_provenance(inputs: Iterable[str | Path], *, params: Mapping[str, Any
 
 
 def write_provenance(path: str | Path, inputs: Iterable[str | Path], *,
-                     params: Mapping[str, Any] | None = None,
+                     params: Mapping[str, Any] | None = None, scripts: Iterable[str | Path] = (),
                      repo_dir: str | Path = ".") -> dict[str, Any]:
     """Collect the provenance record (see :func:`collect_provenance`) and write it atomically."""
-    record = collect_provenance(inputs, params=params, repo_dir=repo_dir)
+    record = collect_provenance(inputs, params=params, scripts=scripts, repo_dir=repo_dir)
     write_json(path, record)
     return record

@@ -23,11 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from text2sql.io import DataError, write_text
+from text2sql.io import RUNTIME_FIELD, DataError, write_text
 
 WORKSPACE = "workspace"
-# Metrics named like these measure time, throughput or memory: they change on every run.
-TIMING_METRIC = re.compile(r"(_s|seconds|_mb|timestamp)$")
 
 
 class ReportError(DataError):
@@ -49,7 +47,7 @@ class Value:
 
     @property
     def is_timing(self) -> bool:
-        return bool(TIMING_METRIC.search(self.name))
+        return bool(RUNTIME_FIELD.search(self.name))
 
 
 @dataclass

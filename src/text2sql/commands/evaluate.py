@@ -32,7 +32,7 @@ examples:
 """
 
 OUTPUT_NAMES = {"results": "results.jsonl", "metrics": "metrics.json",
-                "plot": "by_difficulty.csv", "report": "report.md"}
+                "breakdown": "breakdown.json", "plot": "by_difficulty.csv", "report": "report.md"}
 PIPELINE_OUTPUTS = ("metrics", "data/evaluation")
 
 
