@@ -27,6 +27,9 @@ METRICS = Path("metrics/infer.json")
 
 def main(params: InferParams) -> None:
     from text2sql.inference import check_rows, predict
+    from text2sql.quiet import quiet_known_warnings
+
+    quiet_known_warnings()
 
     rows = check_rows(iter_jsonl(EVAL_FILE), EVAL_FILE, need_db=params.num_samples > 1)
     predictions, metrics = predict(rows, ADAPTER_DIR, params)

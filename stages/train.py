@@ -33,7 +33,10 @@ METRICS = Path("metrics/train.json")
 def main(params: TrainParams) -> None:
     from text2sql.model_card import write_model_card
     from text2sql.provenance import PROVENANCE_FILE, write_provenance
+    from text2sql.quiet import quiet_known_warnings
     from text2sql.training import train
+
+    quiet_known_warnings()
 
     rows = [row for _, row in iter_jsonl(TRAIN_FILE)]
     if not rows:
