@@ -65,7 +65,8 @@ def bundle_tag(name: str, version: str, code: str) -> str:
         if text in code:
             raise SystemExit(f"{name}@{version}: the bundle contains {text!r}; it cannot be "
                              "inlined as is")
-    return f"    <script>/* {name} {version}, BSD-3-Clause: see plots/NOTICES.txt */\n{code}\n    </script>"
+    header = f"/* {name} {version}, BSD-3-Clause: see plots/NOTICES.txt */"
+    return f"    <script>{header}\n{code}\n    </script>"
 
 
 def notices(node_modules: Path) -> str:
@@ -106,15 +107,15 @@ def notices(node_modules: Path) -> str:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
+        specs = [f"{n}@{v}" for n, v in PACKAGES.items()]
         subprocess.run(["npm", "install", "--prefix", tmp, "--no-audit", "--no-fund",
-                        "--ignore-scripts", "--no-save", *(f"{n}@{v}" for n, v in PACKAGES.items())],
-                       check=True)
+                        "--ignore-scripts", "--no-save", *specs], check=True)
         node_modules = Path(tmp) / "node_modules"
         tags = [bundle_tag(n, v, (node_modules / n / BUNDLES[n]).read_text(encoding="utf-8"))
                 for n, v in PACKAGES.items()]
         TEMPLATE.write_text(PAGE.replace("BUNDLES_HERE", "\n".join(tags)), encoding="utf-8")
         NOTICES.write_text(notices(node_modules), encoding="utf-8")
-    print(f"wrote {TEMPLATE} ({TEMPLATE.stat().st_size // 1024} KiB) and {NOTICES}", file=sys.stderr)
+    print(f"wrote {TEMPLATE} ({TEMPLATE.stat().st_size // 1024} KiB), {NOTICES}", file=sys.stderr)
 
 
 if __name__ == "__main__":

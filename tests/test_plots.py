@@ -21,7 +21,8 @@ from tests.pipeline_run import REPO, dvc, git
 
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
+    CHROMIUM is None,
+    reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
 
 # What `dvc plots show` reads: the plots' definitions and the committed data they plot.
 PLOT_INPUTS = (".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "dvc.yaml",
@@ -87,7 +88,8 @@ def line_marks(dom: str, div_id: str) -> list[str]:
 
 def test_the_committed_config_selects_the_offline_page(repo_copy):
     shown = dvc("config", "plots.html_template", cwd=repo_copy).stdout.strip()
-    assert (repo_copy / ".dvc" / shown).resolve() == (repo_copy / "plots" / "offline.html").resolve()
+    offline = repo_copy / "plots" / "offline.html"
+    assert (repo_copy / ".dvc" / shown).resolve() == offline.resolve()
     page = (REPO / "plots" / "offline.html").read_text(encoding="utf-8")
     assert "{scripts}" not in page, "DVC would put its CDN <script> tags there"
     assert "<script src" not in page and "sourceMappingURL" not in page
