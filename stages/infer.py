@@ -27,8 +27,10 @@ METRICS = Path("metrics/infer.json")
 
 
 def main(params: InferParams) -> None:
+    from text2sql.quiet import quiet_known_warnings
     from text2sql.reproducibility import pin_cpu_numerics
 
+    quiet_known_warnings()
     pin_cpu_numerics()  # before anything imports torch
     from text2sql.inference import check_rows, predict
 

@@ -32,8 +32,10 @@ METRICS = Path("metrics/train.json")
 
 
 def main(params: TrainParams) -> None:
+    from text2sql.quiet import quiet_known_warnings
     from text2sql.reproducibility import pin_cpu_numerics
 
+    quiet_known_warnings()
     pin_cpu_numerics()  # before anything imports torch
     from text2sql.model_card import write_model_card
     from text2sql.provenance import PROVENANCE_FILE, write_provenance

@@ -12,6 +12,7 @@ import sys
 
 from text2sql import __version__
 from text2sql.io import DataError
+from text2sql.quiet import quiet_known_warnings
 
 COMMANDS = ("ask", "predict", "evaluate", "report")
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_known_warnings()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
