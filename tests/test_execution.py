@@ -31,7 +31,9 @@ def shop(tmp_path: Path) -> Path:
     ("", ex.EMPTY),
     ("   \n ", ex.EMPTY),
     ("-- nothing but a comment", ex.EMPTY),
-    ("SELEC name FROM item", ex.NOT_READ_ONLY),  # not a SELECT/WITH: refused before SQLite
+    ("SELEC name FROM item", ex.PARSE_ERROR),  # a typo, not an attack
+    ("VACUUM", ex.NOT_READ_ONLY),  # a statement, but not a query: refused before SQLite
+    ("EXPLAIN SELECT 1", ex.NOT_READ_ONLY),
     ("SELECT name FROM item WHERE", ex.PARSE_ERROR),
     ("SELECT name FROM item WHERE name = 'x", ex.PARSE_ERROR),
     ("SELECT name FROM items", ex.UNKNOWN_TABLE),
@@ -41,7 +43,8 @@ def shop(tmp_path: Path) -> Path:
     ("SELECT name FROM item; SELECT 1", ex.NOT_READ_ONLY),
     ("DELETE FROM item", ex.NOT_READ_ONLY),
     ("WITH x AS (SELECT 1) DELETE FROM item", ex.NOT_READ_ONLY),
-    ("SELECT randomblob(200000000)", ex.EXEC_ERROR),  # over MAX_VALUE_BYTES
+    ("WITH x AS (SELECT 1) REPLACE INTO item VALUES (1, 'x', 1)", ex.NOT_READ_ONLY),
+    ("SELECT randomblob(200000000)", ex.TOO_LARGE),  # over MAX_VALUE_BYTES
 ])
 def test_error_kinds(shop, sql, kind):
     r = ex.run_query(shop, sql, timeout_s=2)

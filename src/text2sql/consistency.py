@@ -12,17 +12,23 @@ on nothing far more often than right ones do. Ties between groups
 go to the group holding the most likely candidate (highest sequence
 log-probability), and the winning group is represented by its most likely
 candidate. When every candidate fails, the most likely one is returned as it is.
+
+:func:`choose_all` votes in worker processes (the evaluator's runner, with its
+address-space limit), so a candidate that exhausts memory or hangs costs its question
+a vote, never the run.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from text2sql.compare import results_match
-from text2sql.execution import PARSE_ERROR, ExecResult, execute
+from text2sql.execution import (MAX_RESULT_BYTES, PARSE_ERROR, ExecResult, cached_connection,
+                                execute, failed_result, hard_timeout)
 from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
+from text2sql.workerpool import TaskFailed, run_tasks
 
 
 @dataclass
@@ -69,8 +75,9 @@ def vote(candidates: Sequence[Candidate], results: Sequence[ExecResult], *,
 
 
 def choose(conn: sqlite3.Connection, candidates: Sequence[Candidate], *, timeout_s: float,
-           max_rows: int, prefer_nonempty: bool = True) -> Vote:
-    """Execute every distinct candidate query on ``conn`` (read-only) and vote."""
+           max_rows: int, prefer_nonempty: bool = True,
+           max_bytes: int = MAX_RESULT_BYTES) -> Vote:
+    """Execute every distinct candidate query on ``conn`` (read-only) and vote, here."""
     cache: dict[str, ExecResult] = {}
     results = []
     for c in candidates:
@@ -80,6 +87,37 @@ def choose(conn: sqlite3.Connection, candidates: Sequence[Candidate], *, timeout
             cache[c.sql] = ExecResult(None, PARSE_ERROR,
                                       f"more than {MAX_BARE_JOINS} JOINs in a row without ON")
         else:
-            cache[c.sql] = execute(conn, c.sql, timeout_s=timeout_s, max_rows=max_rows)
+            cache[c.sql] = execute(conn, c.sql, timeout_s=timeout_s, max_rows=max_rows,
+                                   max_bytes=max_bytes)
         results.append(cache[c.sql])
     return vote(candidates, results, prefer_nonempty=prefer_nonempty)
+
+
+def _choose_task(task: tuple[str, Sequence[Candidate], float, int, int, bool]) -> Vote:
+    db_path, candidates, timeout_s, max_rows, max_bytes, prefer_nonempty = task
+    return choose(cached_connection(db_path), candidates, timeout_s=timeout_s, max_rows=max_rows,
+                  prefer_nonempty=prefer_nonempty, max_bytes=max_bytes)
+
+
+def choose_all(questions: Sequence[tuple[str, Sequence[Candidate]]], *, timeout_s: float,
+               max_rows: int, prefer_nonempty: bool = True, max_bytes: int = MAX_RESULT_BYTES,
+               workers: int = 0, on_result: Callable[[int, Vote], None] | None = None
+               ) -> list[Vote]:
+    """A :class:`Vote` for each ``(db_path, candidates)``, chosen in worker processes.
+
+    A question whose worker dies or hangs (past the deadline of all its distinct
+    candidates) gets its most likely candidate, with every candidate marked failed.
+    """
+    tasks = [(str(db), list(cands), timeout_s, max_rows, max_bytes, prefer_nonempty)
+             for db, cands in questions]
+    most = max((len({c.sql for c in cands}) for _, cands in questions), default=1)
+    answers = run_tasks(_choose_task, tasks, workers=workers,
+                        hard_timeout_s=hard_timeout(timeout_s, most),
+                        on_result=on_result)
+    votes = []
+    for (_, cands), answer in zip(questions, answers, strict=True):
+        if isinstance(answer, TaskFailed):
+            kind = failed_result(answer).error
+            answer = vote(cands, [ExecResult(None, kind, answer.message)] * len(cands))
+        votes.append(answer)
+    return votes

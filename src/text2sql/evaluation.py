@@ -17,7 +17,6 @@ kinds of :mod:`text2sql.execution`, or ``gold_error``.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -26,7 +25,8 @@ from typing import Any
 
 from text2sql.compare import normalize_sql, order_matters, prepare_for_execution, results_match
 from text2sql.difficulty import LEVELS, difficulty
-from text2sql.execution import ERROR_KINDS, EXEC_ERROR, TIMEOUT, ExecResult, execute, open_readonly
+from text2sql.execution import (ERROR_KINDS, EXEC_ERROR, TIMEOUT, ExecResult, cached_connection,
+                                execute, hard_timeout, shorten)
 from text2sql.io import write_json, write_jsonl, write_text
 from text2sql.workerpool import TaskFailed, run_tasks
 
@@ -85,21 +85,9 @@ class GoldResult:
 
 # --- work done inside worker processes ------------------------------------------
 
-_connections: dict[str, sqlite3.Connection] = {}
-
-
-def _connection(db_path: str) -> sqlite3.Connection:
-    conn = _connections.get(db_path)
-    if conn is None:
-        if len(_connections) >= 32:  # keep a worker's open files bounded
-            _connections.pop(next(iter(_connections))).close()
-        conn = _connections[db_path] = open_readonly(db_path)
-    return conn
-
-
 def _run_gold(task: tuple[str, str, bool, float, int]) -> GoldResult:
     db_path, gold_sql, keep_distinct, timeout_s, max_rows = task
-    result = execute(_connection(db_path), prepare_for_execution(gold_sql, keep_distinct),
+    result = execute(cached_connection(db_path), prepare_for_execution(gold_sql, keep_distinct),
                      timeout_s=timeout_s, max_rows=max_rows)
     return GoldResult(result, order_matters(gold_sql), difficulty(gold_sql) or UNKNOWN_LEVEL,
                       normalize_sql(gold_sql))
@@ -114,7 +102,7 @@ def _run_prediction(task: tuple[EvalItem, GoldResult, bool, float, int]
         em = gold.normalized is not None
     else:
         em = gold.normalized is not None and normalize_sql(item.pred) == gold.normalized
-    pred = execute(_connection(item.db_path), prepare_for_execution(item.pred, keep_distinct),
+    pred = execute(cached_connection(item.db_path), prepare_for_execution(item.pred, keep_distinct),
                    timeout_s=timeout_s, max_rows=max_rows)
     if not pred.ok:
         return pred.error or EXEC_ERROR, em, False, pred.message, None, pred.seconds
@@ -143,7 +131,7 @@ def unique_gold_queries(items: Iterable[EvalItem]) -> list[tuple[str, str]]:
 
 def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) -> list[Scored]:
     """Score every item (see the module docstring); results in the order of ``items``."""
-    hard_timeout = 2 * config.timeout_s + 30  # SQLite stops at timeout_s; this catches the rest
+    hard_timeout_s = hard_timeout(config.timeout_s)  # SQLite stops at timeout_s; this catches the rest
     missing: dict[int, str] = {}
     for k, item in enumerate(items):
         if not item.db_path:
@@ -156,7 +144,7 @@ def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) ->
                   for db_path, gold in unique]
     with _progress(len(gold_tasks), "gold queries", config.progress) as bar:
         gold = run_tasks(_run_gold, gold_tasks, workers=config.workers,
-                         hard_timeout_s=hard_timeout, on_result=lambda i, r: bar.update())
+                         hard_timeout_s=hard_timeout_s, on_result=lambda i, r: bar.update())
 
     scored: list[Scored | None] = [None] * len(items)
     pred_tasks, pred_index = [], []
@@ -187,7 +175,7 @@ def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) ->
 
     with _progress(len(pred_tasks), "predictions", config.progress) as bar:
         answers = run_tasks(_run_prediction, pred_tasks, workers=config.workers,
-                            hard_timeout_s=hard_timeout, on_result=lambda i, r: bar.update())
+                            hard_timeout_s=hard_timeout_s, on_result=lambda i, r: bar.update())
     for k, answer in zip(pred_index, answers):
         s = scored[k]
         assert s is not None
@@ -265,8 +253,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _cell(text: str, limit: int = 160) -> str:
-    text = " ".join(str(text).split())
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    text = shorten(" ".join(str(text).split()), limit)
     return text.replace("|", "\\|").replace("`", "'")
 
 

@@ -18,7 +18,8 @@ from typing import Any
 from text2sql.datasets import Example
 from text2sql.prompts import PromptOptions, make_prompt
 from text2sql.prompts import schema_text as _schema_text
-from text2sql.schema import Schema, connect_readonly
+from text2sql.execution import open_readonly
+from text2sql.schema import Schema
 from text2sql.sql import referenced_tables, run_error
 
 # Why an example is dropped; every reason is always in the metrics (0 when none).
@@ -111,7 +112,7 @@ class _Connections:
         if path not in self._open:
             if len(self._open) >= 16:
                 self.close()
-            self._open[path] = connect_readonly(path)
+            self._open[path] = open_readonly(path)
         return self._open[path]
 
     def close(self) -> None:

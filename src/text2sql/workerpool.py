@@ -8,7 +8,10 @@ each one holds, and:
 - a worker that dies (segfault, ``os._exit``, out of memory) is replaced; the task it
   was running gets a :class:`TaskFailed` result, the rest of its chunk is re-queued;
 - a task that runs longer than ``hard_timeout_s`` has its worker killed, same outcome;
-- an exception raised by the task function is returned as :class:`TaskFailed`.
+- an exception raised by the task function is returned as :class:`TaskFailed`;
+- a worker may grow by at most ``memory_headroom`` bytes of address space beyond its
+  size when it starts (``RLIMIT_AS``): an allocation past it fails inside the task
+  (``MemoryError``, SQLite's "out of memory") instead of the kernel killing the run.
 
 Tasks are sent in chunks to keep pipe traffic low; results come back one by one,
 so progress is exact and a failure is pinned to the task that caused it.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import resource
 import time
 import traceback
 from collections import deque
@@ -44,13 +48,41 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+MEMORY_HEADROOM = 2**30  # address space a worker may add to what it had when it started
+
+
+def _address_space() -> int | None:
+    """This process's virtual size in bytes (Linux), else ``None``."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def limit_memory(headroom: int) -> None:
+    """Let this process grow by at most ``headroom`` bytes of address space."""
+    size = _address_space()
+    if size is None or headroom <= 0:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = size + headroom
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
 def _context() -> multiprocessing.context.BaseContext:
     # fork starts a worker in milliseconds and needs no re-import; elsewhere spawn.
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def _worker_loop(conn: Connection, fn: Callable[[Any], Any]) -> None:
+def _worker_loop(conn: Connection, fn: Callable[[Any], Any], memory_headroom: int) -> None:
+    limit_memory(memory_headroom)
     while True:
         try:
             message = conn.recv()
@@ -68,9 +100,11 @@ def _worker_loop(conn: Connection, fn: Callable[[Any], Any]) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx: multiprocessing.context.BaseContext, fn: Callable[[Any], Any]):
+    def __init__(self, ctx: multiprocessing.context.BaseContext, fn: Callable[[Any], Any],
+                 memory_headroom: int):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_loop, args=(child, fn), daemon=True)
+        self.process = ctx.Process(target=_worker_loop, args=(child, fn, memory_headroom),
+                                   daemon=True)
         self.process.start()
         child.close()
         self.chunk: deque[int] = deque()  # indices sent and not yet answered
@@ -98,12 +132,14 @@ class _Worker:
 
 def run_tasks(fn: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int = 0,
               hard_timeout_s: float = 60.0, chunk_size: int = 0,
+              memory_headroom: int = MEMORY_HEADROOM,
               on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
     """``[fn(task) for task in tasks]`` in worker processes, in the order of ``tasks``.
 
     ``fn`` must be a module-level function. A task whose worker raised, died or ran
     longer than ``hard_timeout_s`` gets a :class:`TaskFailed` in its place.
     ``on_result(index, result)`` is called in the parent as each result arrives.
+    Each worker may grow by ``memory_headroom`` bytes (0: no limit).
     """
     n = len(tasks)
     results: list[Any] = [None] * n
@@ -114,7 +150,7 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int = 
         chunk_size = max(1, min(64, n // (workers * 8)))
     pending = deque(range(n))
     ctx = _context()
-    pool = [_Worker(ctx, fn) for _ in range(workers)]
+    pool = [_Worker(ctx, fn, memory_headroom) for _ in range(workers)]
     done = 0
 
     def finish(index: int, result: Any) -> None:
@@ -137,7 +173,7 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int = 
                 w.chunk = deque()
                 pending.extendleft(reversed(chunk))
                 w.stop(kill=True)
-                pool[k] = _Worker(ctx, fn)
+                pool[k] = _Worker(ctx, fn, memory_headroom)
         raise RuntimeError("worker processes die as soon as they start")
 
     def replace(k: int, failure: TaskFailed) -> None:
@@ -147,7 +183,7 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int = 
             pending.extendleft(reversed(w.chunk))
             w.chunk = deque()
         w.stop(kill=True)
-        pool[k] = _Worker(ctx, fn)
+        pool[k] = _Worker(ctx, fn, memory_headroom)
         feed(k)
 
     try:
