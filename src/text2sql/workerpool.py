@@ -8,6 +8,8 @@ each one holds, and:
 - a worker that dies (segfault, ``os._exit``, out of memory) is replaced; the task it
   was running gets a :class:`TaskFailed` result, the rest of its chunk is re-queued;
 - a task that runs longer than ``hard_timeout_s`` has its worker killed, same outcome;
+  a task made of several steps may call :func:`heartbeat` as each begins, so the
+  limit holds per step, and its failure names the step that was running;
 - an exception raised by the task function is returned as :class:`TaskFailed`;
 - a worker may grow by at most ``memory_headroom`` bytes of address space beyond its
   size when it starts (``RLIMIT_AS``): an allocation past it fails inside the task
@@ -38,6 +40,23 @@ class TaskFailed:
 
     reason: str  # "exception" | "died" | "hung"
     message: str
+    step: Any = None  # the last heartbeat(step) of the task, if it sent one
+
+
+@dataclass(frozen=True)
+class _Beat:
+    step: Any
+
+
+_to_parent: Connection | None = None  # in a worker: its pipe to the parent
+
+
+def heartbeat(step: Any) -> None:
+    """In a worker, tell the parent a new step of the current task begins: its clock for
+    ``hard_timeout_s`` restarts, and a failure from here on names ``step``. A no-op
+    outside a worker."""
+    if _to_parent is not None:
+        _to_parent.send(_Beat(step))
 
 
 def default_workers() -> int:
@@ -82,6 +101,8 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 def _worker_loop(conn: Connection, fn: Callable[[Any], Any], memory_headroom: int) -> None:
+    global _to_parent
+    _to_parent = conn
     limit_memory(memory_headroom)
     while True:
         try:
@@ -108,11 +129,13 @@ class _Worker:
         self.process.start()
         child.close()
         self.chunk: deque[int] = deque()  # indices sent and not yet answered
-        self.since = 0.0  # when the task at the head of ``chunk`` started
+        self.since = 0.0  # when the task at the head of ``chunk`` (or its step) started
+        self.step: Any = None  # the step it last reported
 
     def send(self, chunk: list[int], tasks: Sequence[Any]) -> None:
         self.chunk = deque(chunk)
         self.since = time.monotonic()
+        self.step = None
         self.conn.send([(i, tasks[i]) for i in chunk])
 
     def stop(self, kill: bool = False) -> None:
@@ -179,7 +202,7 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int = 
     def replace(k: int, failure: TaskFailed) -> None:
         w = pool[k]
         if w.chunk:
-            finish(w.chunk.popleft(), failure)
+            finish(w.chunk.popleft(), TaskFailed(failure.reason, failure.message, w.step))
             pending.extendleft(reversed(w.chunk))
             w.chunk = deque()
         w.stop(kill=True)
@@ -200,9 +223,14 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int = 
                     continue
                 try:
                     while w.chunk and w.conn.poll():
-                        index, result = w.conn.recv()
-                        w.chunk.remove(index)
+                        message = w.conn.recv()
                         w.since = time.monotonic()
+                        if isinstance(message, _Beat):
+                            w.step = message.step
+                            continue
+                        index, result = message
+                        w.chunk.remove(index)
+                        w.step = None
                         finish(index, result)
                 except (EOFError, OSError, pickle.UnpicklingError):
                     pass  # the worker died while answering: handled below
