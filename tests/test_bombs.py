@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import make_shop
 
 TIMEOUT_S = 1.0
 MAX_RSS = 2 * 2**30
@@ -82,14 +83,7 @@ for o in out:
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("bombs") / "shop.sqlite"
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, price REAL)")
-    conn.executemany("INSERT INTO item VALUES (?, ?, ?)",
-                     [(i, f"item{i}", i * 1.5) for i in range(2000)])
-    conn.commit()
-    conn.close()
-    return db
+    return make_shop(tmp_path_factory.mktemp("bombs") / "shop.sqlite")
 
 
 def _digest(folder: Path) -> dict[str, str]:

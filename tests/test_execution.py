@@ -14,19 +14,6 @@ from text2sql import execution as ex
 from text2sql.evaluation import EvalConfig, EvalItem, score_items
 
 
-@pytest.fixture()
-def shop(tmp_path: Path) -> Path:
-    db = tmp_path / "shop" / "shop.sqlite"
-    db.parent.mkdir()
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, price REAL)")
-    conn.executemany("INSERT INTO item VALUES (?, ?, ?)",
-                     [(i, f"item{i}", i * 1.5) for i in range(2000)])
-    conn.commit()
-    conn.close()
-    return db
-
-
 @pytest.mark.parametrize("sql,kind", [
     ("", ex.EMPTY),
     ("   \n ", ex.EMPTY),
