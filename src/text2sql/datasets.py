@@ -316,6 +316,23 @@ def load_jsonl_split(path: str | Path, split: str, dbs: Databases,
 # ------------------------------------------------------------ Hugging Face
 
 
+def download_hub_dataset(hub_id: str, revision: str | None) -> Path:
+    """The local snapshot of hub dataset ``hub_id`` at ``revision`` (a tag, branch or commit),
+    downloaded once into the Hugging Face cache (``HF_HUB_CACHE``; offline with
+    ``HF_HUB_OFFLINE=1`` when the revision is cached)."""
+    if not revision:
+        raise DataError(f"prepare.hub {hub_id!r}: give prepare.revision (a tag, branch or commit "
+                        "of the dataset) so that a rerun reads the same data and DVC sees a change")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        return Path(snapshot_download(hub_id, repo_type="dataset", revision=revision))
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as e:
+        raise DataError(f"prepare.hub {hub_id!r} at revision {revision!r}: cannot get it from "
+                        f"the Hugging Face hub ({type(e).__name__}: {e})") from None
+
+
 def _load_hf(path: str, config: str | None) -> Any:
     import datasets  # heavy (pyarrow, pandas): only for this source
 
@@ -386,12 +403,22 @@ def split_off(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Da
 def load_dataset_splits(source: str, path: str, train_split: str, eval_split: str,
                         eval_fraction: float, seed: int, *, tables: str | None = None,
                         db_dir: str | None = None, columns: ColumnMap | None = None,
-                        hf_config: str | None = None) -> tuple[Dataset, Dataset]:
+                        hf_config: str | None = None, hub: str | None = None,
+                        revision: str | None = None) -> tuple[Dataset, Dataset]:
     """Train and evaluation datasets from any supported source.
 
     When the source has no ``eval_split``, ``eval_fraction`` of the training
-    split's databases (chosen with ``seed``) is held out for evaluation.
+    split's databases (chosen with ``seed``) is held out for evaluation. ``hub``
+    (source ``hf``) is a hub dataset id read at ``revision``; ``path`` is then the
+    local folder of its SQLite databases (the stage's DVC dependency), unless
+    ``db_dir`` names another.
     """
+    if hub is not None:
+        if source != "hf":
+            raise DataError(f"prepare.hub {hub!r} needs prepare.source: hf (not {source!r})")
+        if db_dir is None:
+            db_dir = path
+        path = str(download_hub_dataset(hub, revision))
     cols = columns or ColumnMap()
     if source == "spider":
         def load(split: str) -> Dataset | None:

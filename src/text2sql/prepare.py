@@ -250,6 +250,7 @@ def load_splits(params: Any, root: str | None = None) -> tuple[Any, Any]:
         params.eval_fraction, params.seed, tables=resolve(params.tables),
         db_dir=resolve(params.db_dir), hf_config=params.hf_config,
         columns=ColumnMap(c.question, c.query, c.db_id, c.evidence),
+        hub=params.hub, revision=params.revision,
     )
 
 
