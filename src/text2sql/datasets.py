@@ -67,7 +67,7 @@ class Dataset:
 
     examples: list[Example] | ExampleStream
     schemas: Mapping[str, Schema] = field(default_factory=dict)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (where, db_id): no SQLite file
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (id, db_id): no SQLite file
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Databases:
         self.schema_file = schema_file  # where schemas come from, for messages
         self.setting = setting
         self.skip_missing = skip_missing
-        self.skipped: list[tuple[str, str]] = []  # (where, db_id) of each example left out
+        self.skipped: list[tuple[str, str]] = []  # (example id, db_id) of each one left out
         self._checked: dict[str, str | None | MissingDatabase] = {}
 
     def check(self, db_id: str, where: str) -> str | None:
@@ -195,6 +195,7 @@ def _spider_files(root: Path, split: str) -> list[Path]:
 def _json_examples(files: list[Path], split: str, dbs: Databases, cols: ColumnMap,
                    needs: str) -> list[Example]:
     examples = []
+    position = 0  # ids count skipped examples too: an id names the same example either way
     for f in files:
         data = read_json(f)
         if not isinstance(data, list):
@@ -206,14 +207,16 @@ def _json_examples(files: list[Path], split: str, dbs: Databases, cols: ColumnMa
             question = _text(row, cols.question, where, needs)
             query = _text(row, cols.query, where, needs)
             db_id = _text(row, cols.db_id, where, needs)
+            example_id = f"{split}-{position:05d}"
+            position += 1
             try:
                 db_path = dbs.check(db_id, where)
             except MissingDatabase:
                 if not dbs.skip_missing:
                     raise
-                dbs.skipped.append((where, db_id))
+                dbs.skipped.append((example_id, db_id))
                 continue
-            examples.append(Example(f"{split}-{len(examples):05d}", db_id, question, query, db_path,
+            examples.append(Example(example_id, db_id, question, query, db_path,
                                     _optional_text(row, cols.evidence)))
     return examples
 

@@ -258,8 +258,10 @@ def _cell(text: str, limit: int = 160) -> str:
 
 
 def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
-                  title: str = "Evaluation", settings: str = "", examples: int = 3) -> str:
-    """A markdown summary for a pull request: overall, by difficulty, by outcome, examples."""
+                  title: str = "Evaluation", settings: str = "", examples: int = 3,
+                  skipped: Sequence[tuple[str, str]] = ()) -> str:
+    """A markdown summary for a pull request: overall, by difficulty, by outcome, examples;
+    ``skipped``: the ``(id, db_id)`` of examples left out for a missing database file."""
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
     lines = [f"### {title}", ""]
     if settings:
@@ -297,6 +299,14 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
         lines += ["", "Gold errors: " + "; ".join(f"{r.id} ({_cell(r.message, 80)})"
                                                   for r in gold_errors[:10])
                   + (" …" if len(gold_errors) > 10 else "")]
+    if skipped:
+        by_db: dict[str, list[str]] = {}
+        for example_id, db_id in skipped:
+            by_db.setdefault(db_id, []).append(example_id)
+        lines += ["", f"Left out, no SQLite file: {len(skipped)} examples on "
+                  f"{len(by_db)} databases: " + "; ".join(
+                      f"{db} ({len(ids)}: {', '.join(ids[:5])}{' …' if len(ids) > 5 else ''})"
+                      for db, ids in sorted(by_db.items()))]
     return "\n".join(lines) + "\n"
 
 
@@ -309,14 +319,21 @@ class OutputPaths:
 
 
 def write_outputs(results: Sequence[Scored], paths: OutputPaths, *, title: str,
-                  settings: str = "", examples: int = 3) -> dict[str, float]:
-    """Write the four outputs (each atomically) and return the metrics."""
+                  settings: str = "", examples: int = 3,
+                  skipped: Sequence[tuple[str, str]] | None = None) -> dict[str, float]:
+    """Write the four outputs (each atomically) and return the metrics.
+
+    ``skipped`` (examples left out for a missing database, when that was asked for)
+    adds ``skipped_missing_database`` to the metrics and the list to the report.
+    """
     metrics = summarize(results)
+    if skipped is not None:
+        metrics["skipped_missing_database"] = len(skipped)
     write_jsonl(paths.results, (as_dict(r) for r in results))
     write_json(paths.metrics, metrics)
     write_text(paths.plot, _csv(difficulty_rows(metrics)))
     write_text(paths.report, render_report(results, metrics, title=title, settings=settings,
-                                           examples=examples))
+                                           examples=examples, skipped=skipped or ()))
     return metrics
 
 
