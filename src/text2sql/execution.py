@@ -34,6 +34,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,7 @@ class ExecResult:
         return self.error is None
 
 
+@lru_cache(maxsize=1024)  # a gold query and a prediction that copies it are checked once
 def check_read_only_query(sql: str) -> tuple[str | None, str]:
     """``(error_kind, message)`` unless ``sql`` is one SELECT/WITH query; else ``(None, "")``.
 
@@ -182,17 +184,18 @@ def classify_error(message: str) -> str:
     return EXEC_ERROR
 
 
-def _row_bytes(row: tuple) -> int:
-    return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
+def _batch_bytes(rows: list[tuple]) -> int:
+    return sum(len(v) if v.__class__ in (str, bytes) else 8 for row in rows for v in row)
 
 
 def execute(conn: sqlite3.Connection, sql: str, *, timeout_s: float = 5.0,
             max_rows: int = 10000, max_bytes: int = MAX_RESULT_BYTES) -> ExecResult:
     """Run one read-only query on ``conn`` with a deadline, a row cap and a byte budget.
 
-    Rows are fetched one at a time and their values counted (a string or BLOB by its
-    length, anything else as 8 bytes), so a result over ``max_bytes`` stops as
-    ``too_large`` before it is held in memory.
+    Rows are fetched in batches that grow while the rows are small (one row first) and
+    their values counted (a string or BLOB by its length, anything else as 8 bytes), so a
+    result over ``max_bytes`` stops as ``too_large`` before much of it is held; a batch of
+    unexpectedly huge rows meets the worker's memory limit instead (``too_large`` too).
     """
     kind, msg = check_read_only_query(sql)
     if kind is not None:
@@ -203,16 +206,20 @@ def execute(conn: sqlite3.Connection, sql: str, *, timeout_s: float = 5.0,
     try:
         cur = conn.execute(sql)
         rows: list[tuple] = []
-        size = 0
-        for row in cur:
-            size += _row_bytes(row)
+        size, batch = 0, 1
+        while len(rows) <= max_rows:
+            more = cur.fetchmany(min(batch, max_rows + 1 - len(rows)))
+            if not more:
+                break
+            size += _batch_bytes(more)
             if size > max_bytes:
                 return ExecResult(None, TOO_LARGE, f"the result holds more than {max_bytes:,} "
-                                  f"bytes (stopped after {len(rows)} rows)",
+                                  f"bytes (stopped after {len(rows) + len(more)} rows)",
                                   seconds=time.monotonic() - start)
-            rows.append(row)
-            if len(rows) > max_rows:
-                break
+            rows += more
+            # next batch: at most 1/16 of what is left of the budget, at the mean row size
+            mean = max(size // len(rows), 1)
+            batch = max(1, min(4096, (max_bytes - size) // (16 * mean)))
         truncated = len(rows) > max_rows
         return ExecResult(rows[:max_rows], truncated=truncated, seconds=time.monotonic() - start,
                           columns=[d[0] for d in cur.description or ()])
