@@ -17,6 +17,11 @@ each one holds, and:
 
 Tasks are sent in chunks to keep pipe traffic low; results come back one by one,
 so progress is exact and a failure is pinned to the task that caused it.
+
+Why not ``pebble.ProcessPool``, which also survives dead and hung workers: it has no
+way for a running task to report steps (voting needs a time limit per candidate and
+the name of the one that killed the worker), and it sends one task per message: 2,000
+small tasks took it 0.47 s against 0.12 s here (2 workers), a tenth of an evaluation.
 """
 
 from __future__ import annotations
