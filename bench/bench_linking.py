@@ -2,6 +2,7 @@
 
     python bench/bench_linking.py                      # ../shared/spider-train if present, else data/sample
     python bench/bench_linking.py /path/to/spider --split dev
+    python bench/bench_linking.py /path/to/spider --skip-missing-databases   # a trimmed release
 
 Runs the prepare core (``prepare_examples``, the same code as the stage) over
 one split of any Spider-layout folder once per linking configuration, side by
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from tabulate import tabulate
@@ -45,9 +47,13 @@ def main(argv: list[str] | None = None) -> int:
                         default=SPIDER_TRAIN if SPIDER_TRAIN.is_dir() else REPO / "data" / "sample")
     parser.add_argument("--split", default="train", help="split to read (default: train)")
     parser.add_argument("--limit", type=int, default=None, help="first N examples only")
+    parser.add_argument("--skip-missing-databases", action="store_true",
+                        help="leave out (count and list) the examples whose SQLite file is "
+                             "missing, instead of stopping at the first")
     args = parser.parse_args(argv)
     try:
-        dataset = load_spider_split(args.folder, args.split)
+        dataset = load_spider_split(args.folder, args.split,
+                                    skip_missing=args.skip_missing_databases)
     except DataError as e:
         print(f"bench_linking: error: {e}", file=sys.stderr)
         return 2
@@ -68,8 +74,13 @@ def main(argv: list[str] | None = None) -> int:
                      m["x_full_schema_tokens_mean"], f"{m['x_schema_token_reduction']:.1%}",
                      m["x_prompt_tokens_mean"], m["x_prompt_tokens_max"],
                      f"{m['x_full_schema_rate']:.1%}", f"{1000 * seconds / max(stats.read, 1):.2f}"])
+    left_out = ""
+    if dataset.skipped:
+        per_db = Counter(db for _, db in dataset.skipped)
+        left_out = (f", {len(dataset.skipped)} left out (no SQLite file): "
+                    + ", ".join(f"{db} ({n})" for db, n in sorted(per_db.items())))
     print(f"{args.folder} [{args.split}]: {stats.n} examples "
-          f"({stats.read - stats.n} dropped: gold SQL that does not run), "
+          f"({stats.read - stats.n} dropped: gold SQL that does not run{left_out}), "
           f"{len({e.db_id for e in examples})} databases\n")
     print(tabulate(rows, headers=["linking", "recall", "tables", "schema tok", "full schema tok",
                                   "fewer tok", "prompt tok", "max prompt", "full-schema rate",

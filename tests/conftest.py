@@ -11,6 +11,26 @@ SAMPLE = REPO / "data" / "sample"
 SPIDER_TRAIN = REPO.parent / "shared" / "spider-train"
 
 
+def make_shop(db: Path) -> Path:
+    """A SQLite file with one 2,000-row table ``item(id, name, price)``: big enough for
+    runaway joins and memory bombs."""
+    import sqlite3
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, price REAL)")
+    conn.executemany("INSERT INTO item VALUES (?, ?, ?)",
+                     [(i, f"item{i}", i * 1.5) for i in range(2000)])
+    conn.commit()
+    conn.close()
+    return db
+
+
+@pytest.fixture()
+def shop(tmp_path: Path) -> Path:
+    return make_shop(tmp_path / "shop" / "shop.sqlite")
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

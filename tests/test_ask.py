@@ -185,3 +185,34 @@ def test_column_names_and_table_format():
     assert column_names("SELECT a, b FROM t", schema, 3) == ["col1", "col2", "col3"]
     assert column_names("SELECT a, b FROM t", schema, None) == ["a", "b"]  # no rows to count
     assert format_table(["a"], [(None,), (1.5,)]).split() == ["a", "----", "NULL", "1.5"]
+
+
+def test_sql_needs_no_question(observatory, capsys):
+    # The example of `text2sql ask --help`.
+    assert main(["ask", "--db", str(observatory), "--sql", "SELECT count(*) FROM telescope"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[2].split() == ["count(*)"] and "(1 row;" in out
+    assert main(["ask", "--db", str(observatory)]) == 2
+    assert "give a question, or your own SQL with --sql" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("sql", "why"), [
+    ("WITH a AS (SELECT 1) DELETE FROM astronomer", "the SQL is a DELETE statement"),  # text check
+    ("SELECT * FROM pragma_table_info('astronomer')", "not authorized"),  # SQLite's authorizer
+])
+def test_writes_behind_a_query_are_refused_not_failed(observatory, capsys, sql, why):
+    before = digest(observatory)
+    assert main(["ask", "--db", str(observatory), "--sql", sql]) == 3
+    err = capsys.readouterr().err
+    assert "refused: " in err and why in err
+    assert digest(observatory) == before
+
+
+def test_long_values_are_cut_with_a_marker(observatory, capsys):
+    assert main(["ask", "--db", str(observatory), "--width", "20", "--sql",
+                 "SELECT hex(zeroblob(500)) AS h, zeroblob(300) AS b"]) == 0
+    out = capsys.readouterr().out
+    assert "00000000000000000000… [+980 chars]" in out and "<BLOB 300 bytes>" in out
+    assert main(["ask", "--db", str(observatory), "--max-bytes", "1000", "--sql",
+                 "SELECT hex(zeroblob(600)) FROM telescope"]) == 1
+    assert "[too_large] (raise --max-bytes, or select less)" in capsys.readouterr().err

@@ -158,3 +158,52 @@ def test_stage_script(tmp_path, repo_root, sample_dir, dev):
     proc = subprocess.run([sys.executable, str(repo_root / "stages" / "evaluate.py")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "unknown key 'evaluate.timeout'" in proc.stderr
+
+
+def _trimmed(spider: Path, sample_dir: Path, gone: str) -> None:
+    """The Spider folder with every database but ``gone`` (a trimmed release)."""
+    (spider / "database").unlink()
+    (spider / "database").mkdir()
+    for db in (sample_dir / "database").iterdir():
+        if db.name != gone:
+            (spider / "database" / db.name).symlink_to(db)
+
+
+def test_missing_database_stops_unless_skipping_is_asked(spider, sample_dir, dev, tmp_path,
+                                                         capsys):
+    _trimmed(spider, sample_dir, "shop")
+    preds = tmp_path / "preds.sql"
+    preds.write_text("".join(f"{row['query']}\t{row['db_id']}\n" for row in dev))
+    out = tmp_path / "out"
+    assert _run(preds, "--dataset", spider, "--split", "dev", "--out", out) == 2
+    assert "db_id 'shop': SQLite file" in capsys.readouterr().err and not out.exists()
+    jsonl = tmp_path / "preds.jsonl"
+    jsonl.write_text("".join(json.dumps({"id": f"dev-{k:05d}", "sql": row["query"]}) + "\n"
+                             for k, row in enumerate(dev)))
+    shop = [f"dev-{k:05d}" for k, row in enumerate(dev) if row["db_id"] == "shop"]
+    for f in (preds, jsonl):  # by line and by id: the other examples keep their predictions
+        assert _run(f, "--dataset", spider, "--split", "dev", "--out", out,
+                    "--skip-missing-databases") == 0
+        assert "2 examples left out: no SQLite file for shop" in capsys.readouterr().err
+        m = _metrics(out)
+        assert m["skipped_missing_database"] == 2 and m["n"] == 22 and m["outcome_correct"] == 22
+        report = (out / "report.md").read_text()
+        assert f"Left out, no SQLite file: 2 examples on 1 databases: shop (2: {', '.join(shop)})" \
+            in report
+        ids = {json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()}
+        assert not ids & set(shop) and len(ids) == 22
+
+
+def test_bench_linking_can_skip_missing_databases(spider, sample_dir, capsys):
+    import importlib.util
+
+    _trimmed(spider, sample_dir, "shop")
+    spec = importlib.util.spec_from_file_location("bench_linking",
+                                                  sample_dir.parents[1] / "bench/bench_linking.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main([str(spider), "--split", "dev"]) == 2
+    assert "db_id 'shop': SQLite file" in capsys.readouterr().err
+    assert bench.main([str(spider), "--split", "dev", "--skip-missing-databases"]) == 0
+    out = capsys.readouterr().out
+    assert "22 examples" in out and "2 left out (no SQLite file): shop (2)" in out

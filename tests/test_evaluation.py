@@ -151,3 +151,20 @@ def test_score_prepared_rows(db):
             {"id": "b", "db_id": "club", "db_path": None, "question": "q", "query": GOLD}]
     results = ev.score(rows, {"a": GOLD}, workers=1)
     assert [r.outcome for r in results] == [ev.CORRECT, ev.GOLD_ERROR]
+
+
+def test_a_prediction_that_is_the_gold_text_scores_as_if_it_ran(db):
+    """Its result is the gold result (not run again), unless the query is volatile."""
+    golds = [GOLD, "SELECT name FROM member ORDER BY age DESC LIMIT 2", "SELECT name FROM nowhere",
+             "SELECT n FROM big WHERE n < 3 ORDER BY random()", "SELECT random()"]
+    items = []
+    for k, gold in enumerate(golds):
+        items.append(EvalItem(f"{k}-same", "club", str(db), "q", gold, gold))
+        items.append(EvalItem(f"{k}-ran", "club", str(db), "q", gold, gold + " "))  # not the text
+    results = score_items(items, EvalConfig(timeout_s=2.0, workers=2, progress=False))
+    fields = lambda r: (r.outcome, r.exact_match, r.valid_sql, r.message, r.pred_rows)  # noqa: E731
+    for same, ran in zip(results[::2], results[1::2], strict=True):
+        if "random" not in same.gold:
+            assert fields(same) == fields(ran), same.gold
+    assert results[0].outcome == ev.CORRECT and results[4].outcome == ev.GOLD_ERROR
+    assert not ev.runs_as_gold(items[8]) and results[8].outcome == ev.WRONG_RESULT  # ran again

@@ -14,24 +14,13 @@ from text2sql import execution as ex
 from text2sql.evaluation import EvalConfig, EvalItem, score_items
 
 
-@pytest.fixture()
-def shop(tmp_path: Path) -> Path:
-    db = tmp_path / "shop" / "shop.sqlite"
-    db.parent.mkdir()
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, price REAL)")
-    conn.executemany("INSERT INTO item VALUES (?, ?, ?)",
-                     [(i, f"item{i}", i * 1.5) for i in range(2000)])
-    conn.commit()
-    conn.close()
-    return db
-
-
 @pytest.mark.parametrize("sql,kind", [
     ("", ex.EMPTY),
     ("   \n ", ex.EMPTY),
     ("-- nothing but a comment", ex.EMPTY),
-    ("SELEC name FROM item", ex.NOT_READ_ONLY),  # not a SELECT/WITH: refused before SQLite
+    ("SELEC name FROM item", ex.PARSE_ERROR),  # a typo, not an attack
+    ("VACUUM", ex.NOT_READ_ONLY),  # a statement, but not a query: refused before SQLite
+    ("EXPLAIN SELECT 1", ex.NOT_READ_ONLY),
     ("SELECT name FROM item WHERE", ex.PARSE_ERROR),
     ("SELECT name FROM item WHERE name = 'x", ex.PARSE_ERROR),
     ("SELECT name FROM items", ex.UNKNOWN_TABLE),
@@ -41,7 +30,8 @@ def shop(tmp_path: Path) -> Path:
     ("SELECT name FROM item; SELECT 1", ex.NOT_READ_ONLY),
     ("DELETE FROM item", ex.NOT_READ_ONLY),
     ("WITH x AS (SELECT 1) DELETE FROM item", ex.NOT_READ_ONLY),
-    ("SELECT randomblob(200000000)", ex.EXEC_ERROR),  # over MAX_VALUE_BYTES
+    ("WITH x AS (SELECT 1) REPLACE INTO item VALUES (1, 'x', 1)", ex.NOT_READ_ONLY),
+    ("SELECT randomblob(200000000)", ex.TOO_LARGE),  # over MAX_VALUE_BYTES
 ])
 def test_error_kinds(shop, sql, kind):
     r = ex.run_query(shop, sql, timeout_s=2)

@@ -71,7 +71,7 @@ def test_questions_become_prompts_like_the_prepare_stages(sample_dir, prepared_r
     ({"db_id": "school"}, "folder", "q.jsonl:3: missing field 'question'"),
     ({"question": "How many?"}, "folder", "q.jsonl:3: --db .* is a folder, so every question "
                                           "needs a db_id"),
-    ({"question": "How many?", "db_id": "zoo"}, "folder", "q.jsonl:3: db_id 'zoo': no .*zoo.sqlite"),
+    ({"question": "How many?", "db_id": "zoo"}, "folder", "q.jsonl:3: unknown db_id 'zoo': .*zoo.sqlite not found"),
     ({"question": "How many?", "db_id": 7}, "folder", "q.jsonl:3: field 'db_id' must be a string"),
     ({"question": "How many?", "db_id": "school"}, None, "q.jsonl:3: no database: give --db"),
 ])

@@ -176,3 +176,60 @@ def test_unknown_or_mistyped_params_are_errors():
     with pytest.raises(DataError, match=r"prepare.fk_parents"):
         params(fk_parents="sometimes")
     assert params(columns={"question": "text"}).columns.query == "query"
+
+
+def hub_cache_with(cache: Path, hub_id: str, ref: str, dataset_dict) -> None:
+    """A Hugging Face hub cache (``HF_HUB_CACHE`` layout) holding ``hub_id`` at tag ``ref``:
+    a dataset saved to disk, as ``snapshot_download`` would have left it."""
+    repo = cache / f"datasets--{hub_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    dataset_dict.save_to_disk(str(repo / "snapshots" / commit))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / ref).write_text(commit)
+
+
+def test_hub_dataset_under_dvc_repro(tmp_path, sample_dir):
+    """The README's hub command runs under DVC: the hub id is a param, not a path dependency;
+    the revision pins it; the local databases folder is the dependency."""
+    datasets = pytest.importorskip("datasets")
+    import yaml
+
+    from tests.pipeline_run import copy_source, dvc
+
+    examples = json.loads((sample_dir / "train_spider.json").read_text())
+    rows = lambda part: {"text": [e["question"] for e in part], "sql": [e["query"] for e in part],  # noqa: E731
+                         "db_id": [e["db_id"] for e in part]}
+    hub_cache_with(tmp_path / "hub", "org/dataset", "v1", datasets.DatasetDict(
+        {"train": datasets.Dataset.from_dict(rows(examples[:12])),
+         "validation": datasets.Dataset.from_dict(rows(examples[12:16]))}))
+    repo = copy_source(tmp_path / "repo", {"prepare": {
+        "source": "hf", "hub": "org/dataset", "revision": "v1", "path": "data/dbs",
+        "eval_split": "validation", "columns": {"question": "text", "query": "sql",
+                                                "db_id": "db_id", "evidence": None}}})
+    shutil.copytree(sample_dir / "database", repo / "data" / "dbs")
+    offline = dict(HF_HUB_CACHE=str(tmp_path / "hub"), HF_HUB_OFFLINE="1",
+                   HF_DATASETS_OFFLINE="1", HF_DATASETS_CACHE=str(tmp_path / "datasets-cache"))
+    dvc("repro", "prepare", cwd=repo, timeout=300, **offline)
+    evals = (repo / "data" / "prepared" / "eval.jsonl").read_text().splitlines()
+    assert len(evals) == 4 and json.loads(evals[0])["db_path"].startswith("data/dbs/")
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]
+    deps = {d["path"] for d in lock["deps"]}
+    assert "data/dbs" in deps and not any("org/dataset" in d for d in deps)
+    assert lock["params"]["params.yaml"]["prepare"]["revision"] == "v1"
+    # Another revision is another dataset: DVC sees the stage changed.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["prepare"]["revision"] = "v2"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "prepare" in dvc("status", "prepare", cwd=repo, **offline).stdout
+    failed = dvc("repro", "prepare", cwd=repo, check=False, timeout=300, **offline)
+    assert failed.returncode != 0 and "revision 'v2': cannot get it" in failed.stderr
+
+
+def test_hub_dataset_needs_a_revision():
+    from text2sql.datasets import load_dataset_splits
+
+    with pytest.raises(DataError, match=r"prepare.hub 'org/dataset': give prepare.revision"):
+        load_dataset_splits("hf", "data/dbs", "train", "dev", 0.1, 0, hub="org/dataset")
+    with pytest.raises(DataError, match=r"needs prepare.source: hf"):
+        load_dataset_splits("spider", "data/dbs", "train", "dev", 0.1, 0, hub="org/dataset",
+                            revision="v1")

@@ -36,3 +36,28 @@ def test_results_in_order_and_failures_pinned():
 def test_more_workers_than_tasks_and_empty():
     assert run_tasks(_task, [1, 2], workers=8) == [1, 4]
     assert run_tasks(_task, [], workers=2) == []
+
+
+def _steps(x: int) -> str:
+    from text2sql.workerpool import heartbeat
+
+    for step in range(3):
+        heartbeat(f"step {step}")
+        time.sleep(60 if (x, step) == (1, 2) else 0.4)
+    return "done"
+
+
+def test_heartbeats_make_the_limit_per_step_and_name_the_step():
+    ok, hung = run_tasks(_steps, [0, 1], workers=2, hard_timeout_s=1.0)
+    assert ok == "done"  # 1.2 s in all, but no step took 1 s
+    assert isinstance(hung, TaskFailed) and hung.reason == "hung" and hung.step == "step 2"
+
+
+def _allocate(n: int) -> int:
+    return len(bytearray(n))
+
+
+def test_a_worker_cannot_grow_past_its_memory_headroom():
+    small, huge = run_tasks(_allocate, [2**20, 3 * 2**30], workers=1, memory_headroom=2**30)
+    assert small == 2**20
+    assert isinstance(huge, TaskFailed) and "MemoryError" in huge.message

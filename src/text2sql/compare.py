@@ -298,6 +298,7 @@ def normalize_sql(sql: str) -> str | None:
     tree = _parse(sql)
     if tree is None:
         return None
+    tree = tree.copy()  # the parse is shared (cached): change a copy
     _quoted_values_to_strings(tree)
     _resolve_aliases(tree)
     _drop_output_aliases(tree)
@@ -311,7 +312,7 @@ def normalize_sql(sql: str) -> str | None:
     for ident in tree.find_all(exp.Identifier):
         ident.set("this", ident.name.lower())
         ident.set("quoted", not exp.SAFE_IDENTIFIER_RE.match(ident.name))
-    return tree.sql(dialect="sqlite", pretty=False).strip().rstrip(";").strip()
+    return tree.sql(dialect="sqlite", pretty=False, copy=False).strip().rstrip(";").strip()
 
 
 def exact_match(gold_sql: str, pred_sql: str) -> bool:

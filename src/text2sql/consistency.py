@@ -12,17 +12,24 @@ on nothing far more often than right ones do. Ties between groups
 go to the group holding the most likely candidate (highest sequence
 log-probability), and the winning group is represented by its most likely
 candidate. When every candidate fails, the most likely one is returned as it is.
+
+:func:`choose_all` votes in worker processes (the evaluator's runner, with its
+address-space limit), so a candidate that exhausts memory or hangs costs its question
+a vote, never the run.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from text2sql.compare import results_match
-from text2sql.execution import PARSE_ERROR, ExecResult, execute
+from text2sql.execution import (MAX_RESULT_BYTES, PARSE_ERROR, ExecResult, cached_connection,
+                                execute, failed_result, hard_timeout)
 from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
+from text2sql.workerpool import TaskFailed, heartbeat, run_tasks
 
 
 @dataclass
@@ -69,9 +76,13 @@ def vote(candidates: Sequence[Candidate], results: Sequence[ExecResult], *,
 
 
 def choose(conn: sqlite3.Connection, candidates: Sequence[Candidate], *, timeout_s: float,
-           max_rows: int, prefer_nonempty: bool = True) -> Vote:
-    """Execute every distinct candidate query on ``conn`` (read-only) and vote."""
-    cache: dict[str, ExecResult] = {}
+           max_rows: int, prefer_nonempty: bool = True, max_bytes: int = MAX_RESULT_BYTES,
+           known: Mapping[str, ExecResult] | None = None) -> Vote:
+    """Execute every distinct candidate query on ``conn`` (read-only) and vote, here.
+
+    ``known``: results already known by SQL (a candidate that killed a worker before).
+    """
+    cache: dict[str, ExecResult] = dict(known or {})
     results = []
     for c in candidates:
         if c.sql in cache:
@@ -80,6 +91,53 @@ def choose(conn: sqlite3.Connection, candidates: Sequence[Candidate], *, timeout
             cache[c.sql] = ExecResult(None, PARSE_ERROR,
                                       f"more than {MAX_BARE_JOINS} JOINs in a row without ON")
         else:
-            cache[c.sql] = execute(conn, c.sql, timeout_s=timeout_s, max_rows=max_rows)
+            heartbeat(c.sql)  # in a worker: the time limit holds per candidate
+            cache[c.sql] = execute(conn, c.sql, timeout_s=timeout_s, max_rows=max_rows,
+                                   max_bytes=max_bytes)
         results.append(cache[c.sql])
     return vote(candidates, results, prefer_nonempty=prefer_nonempty)
+
+
+def _choose_task(task: tuple[str, list[Candidate], float, int, int, bool, dict[str, ExecResult]]
+                 ) -> Vote:
+    db_path, candidates, timeout_s, max_rows, max_bytes, prefer_nonempty, known = task
+    return choose(cached_connection(db_path), candidates, timeout_s=timeout_s, max_rows=max_rows,
+                  prefer_nonempty=prefer_nonempty, max_bytes=max_bytes, known=known)
+
+
+def choose_all(questions: Sequence[tuple[str, Sequence[Candidate]]], *, timeout_s: float,
+               max_rows: int, prefer_nonempty: bool = True, max_bytes: int = MAX_RESULT_BYTES,
+               workers: int = 0, on_result: Callable[[int, Any], None] | None = None
+               ) -> list[Vote]:
+    """A :class:`Vote` for each ``(db_path, candidates)``, chosen in worker processes.
+
+    Each candidate has ``timeout_s`` (plus the runner's margin). A candidate that
+    kills or hangs its worker is marked failed and the question is voted again
+    without running it, so one bomb costs one vote, never the question.
+    """
+    known: list[dict[str, ExecResult]] = [{} for _ in questions]
+    votes: list[Vote | None] = [None] * len(questions)
+    pending = list(range(len(questions)))
+    while pending:
+        tasks = [(str(questions[i][0]), list(questions[i][1]), timeout_s, max_rows, max_bytes,
+                  prefer_nonempty, known[i]) for i in pending]
+        answers = run_tasks(_choose_task, tasks, workers=workers,
+                            hard_timeout_s=hard_timeout(timeout_s),
+                            on_result=lambda k, v, ids=pending: (
+                                None if on_result is None or isinstance(v, TaskFailed)
+                                else on_result(ids[k], v)))
+        retry = []
+        for i, answer in zip(pending, answers, strict=True):
+            candidates = questions[i][1]
+            if not isinstance(answer, TaskFailed):
+                votes[i] = answer
+            elif answer.step is not None and answer.step not in known[i]:
+                known[i][answer.step] = failed_result(answer)
+                retry.append(i)
+            else:  # failed outside any candidate: nothing left to learn by retrying
+                failed = failed_result(answer)
+                votes[i] = vote(candidates, [failed] * len(candidates))
+                if on_result is not None:
+                    on_result(i, votes[i])
+        pending = retry
+    return [v for v in votes if v is not None]

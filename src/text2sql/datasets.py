@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from text2sql.execution import MissingDatabase
 from text2sql.io import DataError, iter_jsonl, read_json
 from text2sql.schema import Schema, SqliteSchemas, find_database, load_spider_tables
 
@@ -66,6 +67,7 @@ class Dataset:
 
     examples: list[Example] | ExampleStream
     schemas: Mapping[str, Schema] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (id, db_id): no SQLite file
 
 
 @dataclass(frozen=True)
@@ -82,40 +84,63 @@ class ColumnMap:
 
 
 class Databases:
-    """Schemas and SQLite files of a source's databases, checked with messages that name both."""
+    """Schemas and SQLite files of a source's databases, checked with messages that name both.
 
-    def __init__(self, schemas: Mapping[str, Schema], db_dir: Path | None, schema_file: str):
+    The one place a ``db_id`` becomes a SQLite file (for ``prepare``, ``evaluate``,
+    ``predict`` and the benches). ``setting`` names what the user sets to fix a miss
+    (``prepare.db_dir``, ``--db``). With ``skip_missing``, an example whose database
+    file is missing is left out of a Spider/BIRD split and listed in ``skipped``
+    (real releases get trimmed); without it (the default) it is an error.
+    """
+
+    def __init__(self, schemas: Mapping[str, Schema], db_dir: Path | None, schema_file: str,
+                 setting: str = "prepare.tables / prepare.db_dir", skip_missing: bool = False):
         self.schemas = schemas
         self.db_dir = db_dir
         self.schema_file = schema_file  # where schemas come from, for messages
-        self._checked: dict[str, str | None] = {}
+        self.setting = setting
+        self.skip_missing = skip_missing
+        self.skipped: list[tuple[str, str]] = []  # (example id, db_id) of each one left out
+        self._checked: dict[str, str | None | MissingDatabase] = {}
 
     def check(self, db_id: str, where: str) -> str | None:
-        """The SQLite file of ``db_id`` (or ``None`` without a ``db_dir``); an error if unknown."""
-        if db_id in self._checked:
-            return self._checked[db_id]
-        self._checked[db_id] = self._find(db_id, where)
-        return self._checked[db_id]
+        """The SQLite file of ``db_id`` (or ``None`` without a ``db_dir``); an error if unknown.
+
+        A database whose schema is known but whose file is missing raises
+        :class:`MissingDatabase`.
+        """
+        if db_id not in self._checked:
+            try:
+                self._checked[db_id] = self._find(db_id, where)
+            except MissingDatabase as e:
+                self._checked[db_id] = e
+        found = self._checked[db_id]
+        if isinstance(found, MissingDatabase):
+            raise MissingDatabase(f"{where}: {found}")
+        return found
 
     def _find(self, db_id: str, where: str) -> str | None:
         if not db_id:
             raise DataError(f"{where}: empty db_id")
+        path = find_database(self.db_dir, db_id) if self.db_dir is not None else None
+        looked = (f"SQLite file {self.db_dir / db_id / (db_id + '.sqlite')} not found (nor "
+                  f"{self.db_dir / (db_id + '.sqlite')})") if self.db_dir is not None else ""
         if db_id not in self.schemas:
-            raise DataError(f"{where}: unknown db_id {db_id!r}: it is not in {self.schema_file} "
-                            "(check the db_id, or prepare.tables / prepare.db_dir)")
+            also = f", and {looked}" if self.db_dir is not None and path is None else ""
+            raise DataError(f"{where}: unknown db_id {db_id!r}: it is not in {self.schema_file}"
+                            f"{also} (check the db_id, or {self.setting})")
         self.schemas[db_id]  # a schema read from SQLite is read now, once, not mid-prompt
         if self.db_dir is None:
             return None
-        path = find_database(self.db_dir, db_id)
         if path is None:
-            raise DataError(f"{where}: db_id {db_id!r}: SQLite file "
-                            f"{self.db_dir / db_id / (db_id + '.sqlite')} not found "
-                            f"(nor {self.db_dir / (db_id + '.sqlite')}); check prepare.db_dir")
+            raise MissingDatabase(f"db_id {db_id!r}: {looked}; check {self.setting}")
         return str(path)
 
 
 def open_databases(tables: str | Path | None, db_dir: str | Path | None,
-                   default_tables: Path | None = None, default_db_dir: Path | None = None) -> Databases:
+                   default_tables: Path | None = None, default_db_dir: Path | None = None, *,
+                   setting: str = "prepare.tables / prepare.db_dir",
+                   skip_missing: bool = False) -> Databases:
     """Schemas from a tables file (``tables``, else ``default_tables`` if it exists), else SQLite.
 
     ``db_dir`` (given by the user: it must exist) or ``default_db_dir`` (the
@@ -129,14 +154,16 @@ def open_databases(tables: str | Path | None, db_dir: str | Path | None,
     if tables_path is None and default_tables is not None and default_tables.is_file():
         tables_path = default_tables
     if tables_path is not None:
-        return Databases(load_spider_tables(tables_path), db_path, str(tables_path))
+        return Databases(load_spider_tables(tables_path), db_path, str(tables_path), setting,
+                         skip_missing)
     if db_path is None or not db_path.is_dir():
         raise DataError(f"no schemas: no tables file{f' ({default_tables})' if default_tables else ''}"
                         " and no database folder"
                         f"{f' ({default_db_dir})' if default_db_dir else ''}: give prepare.tables "
                         "(a tables.json) or prepare.db_dir (a folder of <db_id>/<db_id>.sqlite "
                         "or <db_id>.sqlite files)")
-    return Databases(SqliteSchemas(db_path), db_path, f"{db_path} (no such SQLite file)")
+    return Databases(SqliteSchemas(db_path), db_path, f"{db_path} (no such SQLite file)", setting,
+                     skip_missing)
 
 
 def _text(row: Mapping[str, Any], key: str, where: str, needs: str, *fallbacks: str) -> str:
@@ -168,6 +195,7 @@ def _spider_files(root: Path, split: str) -> list[Path]:
 def _json_examples(files: list[Path], split: str, dbs: Databases, cols: ColumnMap,
                    needs: str) -> list[Example]:
     examples = []
+    position = 0  # ids count skipped examples too: an id names the same example either way
     for f in files:
         data = read_json(f)
         if not isinstance(data, list):
@@ -179,8 +207,16 @@ def _json_examples(files: list[Path], split: str, dbs: Databases, cols: ColumnMa
             question = _text(row, cols.question, where, needs)
             query = _text(row, cols.query, where, needs)
             db_id = _text(row, cols.db_id, where, needs)
-            db_path = dbs.check(db_id, where)
-            examples.append(Example(f"{split}-{len(examples):05d}", db_id, question, query, db_path,
+            example_id = f"{split}-{position:05d}"
+            position += 1
+            try:
+                db_path = dbs.check(db_id, where)
+            except MissingDatabase:
+                if not dbs.skip_missing:
+                    raise
+                dbs.skipped.append((example_id, db_id))
+                continue
+            examples.append(Example(example_id, db_id, question, query, db_path,
                                     _optional_text(row, cols.evidence)))
     return examples
 
@@ -193,19 +229,24 @@ def _dataset_root(root: str | Path) -> Path:
 
 
 def load_spider_split(root: str | Path, split: str, *, tables: str | Path | None = None,
-                      db_dir: str | Path | None = None) -> Dataset | None:
+                      db_dir: str | Path | None = None, skip_missing: bool = False
+                      ) -> Dataset | None:
     """One split of a Spider-layout folder, or ``None`` when the split has no file.
 
     ``tables`` and ``db_dir`` replace ``<root>/tables.json`` and ``<root>/database``;
-    without any tables file the schemas are read from the SQLite files.
+    without any tables file the schemas are read from the SQLite files. With
+    ``skip_missing``, examples whose SQLite file is missing are left out and listed
+    in the dataset's ``skipped``.
     """
     root = _dataset_root(root)
     files = _spider_files(root, split)
     if not files:
         return None
-    dbs = open_databases(tables, db_dir, root / "tables.json", root / "database")
+    dbs = open_databases(tables, db_dir, root / "tables.json", root / "database",
+                         skip_missing=skip_missing)
     needs = "every example needs question, query, db_id"
-    return Dataset(_json_examples(files, split, dbs, ColumnMap(), needs), dbs.schemas)
+    return Dataset(_json_examples(files, split, dbs, ColumnMap(), needs), dbs.schemas,
+                   dbs.skipped)
 
 
 def _bird_split_dir(root: Path, split: str) -> Path | None:
@@ -216,16 +257,19 @@ def _bird_split_dir(root: Path, split: str) -> Path | None:
 
 
 def load_bird_split(root: str | Path, split: str, *, tables: str | Path | None = None,
-                    db_dir: str | Path | None = None) -> Dataset | None:
+                    db_dir: str | Path | None = None, skip_missing: bool = False
+                    ) -> Dataset | None:
     """One split of a BIRD-layout folder (``<split>.json`` or ``<split>/<split>.json``), or ``None``."""
     root = _dataset_root(root)
     d = _bird_split_dir(root, split)
     if d is None:
         return None
-    dbs = open_databases(tables, db_dir, d / f"{split}_tables.json", d / f"{split}_databases")
+    dbs = open_databases(tables, db_dir, d / f"{split}_tables.json", d / f"{split}_databases",
+                         skip_missing=skip_missing)
     cols = ColumnMap(query="SQL")
     needs = "every BIRD example needs question, SQL, db_id"
-    return Dataset(_json_examples([d / f"{split}.json"], split, dbs, cols, needs), dbs.schemas)
+    return Dataset(_json_examples([d / f"{split}.json"], split, dbs, cols, needs), dbs.schemas,
+                   dbs.skipped)
 
 
 # ---------------------------------------------------------------------- JSONL
@@ -273,6 +317,23 @@ def load_jsonl_split(path: str | Path, split: str, dbs: Databases,
 
 
 # ------------------------------------------------------------ Hugging Face
+
+
+def download_hub_dataset(hub_id: str, revision: str | None) -> Path:
+    """The local snapshot of hub dataset ``hub_id`` at ``revision`` (a tag, branch or commit),
+    downloaded once into the Hugging Face cache (``HF_HUB_CACHE``; offline with
+    ``HF_HUB_OFFLINE=1`` when the revision is cached)."""
+    if not revision:
+        raise DataError(f"prepare.hub {hub_id!r}: give prepare.revision (a tag, branch or commit "
+                        "of the dataset) so that a rerun reads the same data and DVC sees a change")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        return Path(snapshot_download(hub_id, repo_type="dataset", revision=revision))
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as e:
+        raise DataError(f"prepare.hub {hub_id!r} at revision {revision!r}: cannot get it from "
+                        f"the Hugging Face hub ({type(e).__name__}: {e})") from None
 
 
 def _load_hf(path: str, config: str | None) -> Any:
@@ -345,12 +406,22 @@ def split_off(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Da
 def load_dataset_splits(source: str, path: str, train_split: str, eval_split: str,
                         eval_fraction: float, seed: int, *, tables: str | None = None,
                         db_dir: str | None = None, columns: ColumnMap | None = None,
-                        hf_config: str | None = None) -> tuple[Dataset, Dataset]:
+                        hf_config: str | None = None, hub: str | None = None,
+                        revision: str | None = None) -> tuple[Dataset, Dataset]:
     """Train and evaluation datasets from any supported source.
 
     When the source has no ``eval_split``, ``eval_fraction`` of the training
-    split's databases (chosen with ``seed``) is held out for evaluation.
+    split's databases (chosen with ``seed``) is held out for evaluation. ``hub``
+    (source ``hf``) is a hub dataset id read at ``revision``; ``path`` is then the
+    local folder of its SQLite databases (the stage's DVC dependency), unless
+    ``db_dir`` names another.
     """
+    if hub is not None:
+        if source != "hf":
+            raise DataError(f"prepare.hub {hub!r} needs prepare.source: hf (not {source!r})")
+        if db_dir is None:
+            db_dir = path
+        path = str(download_hub_dataset(hub, revision))
     cols = columns or ColumnMap()
     if source == "spider":
         def load(split: str) -> Dataset | None:

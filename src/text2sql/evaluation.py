@@ -17,7 +17,7 @@ kinds of :mod:`text2sql.execution`, or ``gold_error``.
 
 from __future__ import annotations
 
-import sqlite3
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -26,8 +26,10 @@ from typing import Any
 
 from text2sql.compare import normalize_sql, order_matters, prepare_for_execution, results_match
 from text2sql.difficulty import LEVELS, difficulty
-from text2sql.execution import ERROR_KINDS, EXEC_ERROR, TIMEOUT, ExecResult, execute, open_readonly
+from text2sql.execution import (ERROR_KINDS, EXEC_ERROR, TIMEOUT, ExecResult, cached_connection,
+                                execute, hard_timeout, shorten)
 from text2sql.io import without_runtime, write_json, write_jsonl, write_text
+from text2sql.sql import parse_sqlite
 from text2sql.workerpool import TaskFailed, run_tasks
 
 CORRECT = "correct"
@@ -80,29 +82,35 @@ class GoldResult:
     result: ExecResult
     ordered: bool
     difficulty: str
-    normalized: str | None  # for exact match
+    normalized: str | None  # for exact match (None: unparsable; the gold text itself when
+    # every prediction of this gold query is that same text, so no normal form is needed)
 
 
 # --- work done inside worker processes ------------------------------------------
 
-_connections: dict[str, sqlite3.Connection] = {}
-
-
-def _connection(db_path: str) -> sqlite3.Connection:
-    conn = _connections.get(db_path)
-    if conn is None:
-        if len(_connections) >= 32:  # keep a worker's open files bounded
-            _connections.pop(next(iter(_connections))).close()
-        conn = _connections[db_path] = open_readonly(db_path)
-    return conn
-
-
-def _run_gold(task: tuple[str, str, bool, float, int]) -> GoldResult:
-    db_path, gold_sql, keep_distinct, timeout_s, max_rows = task
-    result = execute(_connection(db_path), prepare_for_execution(gold_sql, keep_distinct),
+def _run_gold(task: tuple[str, str, bool, float, int, bool]) -> GoldResult:
+    db_path, gold_sql, keep_distinct, timeout_s, max_rows, normalize = task
+    result = execute(cached_connection(db_path), prepare_for_execution(gold_sql, keep_distinct),
                      timeout_s=timeout_s, max_rows=max_rows)
+    # The normal form serves exact match with a prediction that is not the gold text itself;
+    # a prediction that is matches exactly when the gold query parses at all.
+    parses = parse_sqlite(gold_sql) is not None
+    normalized = normalize_sql(gold_sql) if normalize else (gold_sql if parses else None)
     return GoldResult(result, order_matters(gold_sql), difficulty(gold_sql) or UNKNOWN_LEVEL,
-                      normalize_sql(gold_sql))
+                      normalized)
+
+
+# Functions whose value changes from one run to the next: such a query is run again even
+# when the prediction is the gold text itself.
+_VOLATILE = re.compile(r"\b(random|randomblob|changes|total_changes|last_insert_rowid)\s*\(|"
+                       r"'now'|\bcurrent_(date|time|timestamp)\b", re.IGNORECASE)
+
+
+def runs_as_gold(item: EvalItem) -> bool:
+    """True when the prediction is the gold query's own text (as it runs) and that query
+    gives the same result every time: its result is the gold result, no need to run it."""
+    pred, gold = item.pred.strip(), item.gold.strip()
+    return pred == gold and not _VOLATILE.search(gold)
 
 
 def _run_prediction(task: tuple[EvalItem, GoldResult, bool, float, int]
@@ -114,7 +122,7 @@ def _run_prediction(task: tuple[EvalItem, GoldResult, bool, float, int]
         em = gold.normalized is not None
     else:
         em = gold.normalized is not None and normalize_sql(item.pred) == gold.normalized
-    pred = execute(_connection(item.db_path), prepare_for_execution(item.pred, keep_distinct),
+    pred = execute(cached_connection(item.db_path), prepare_for_execution(item.pred, keep_distinct),
                    timeout_s=timeout_s, max_rows=max_rows)
     if not pred.ok:
         return pred.error or EXEC_ERROR, em, False, pred.message, None, pred.seconds
@@ -143,7 +151,7 @@ def unique_gold_queries(items: Iterable[EvalItem]) -> list[tuple[str, str]]:
 
 def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) -> list[Scored]:
     """Score every item (see the module docstring); results in the order of ``items``."""
-    hard_timeout = 2 * config.timeout_s + 30  # SQLite stops at timeout_s; this catches the rest
+    hard_timeout_s = hard_timeout(config.timeout_s)  # SQLite stops at timeout_s; this catches the rest
     missing: dict[int, str] = {}
     for k, item in enumerate(items):
         if not item.db_path:
@@ -152,11 +160,13 @@ def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) ->
             missing[k] = f"{item.db_path}: SQLite file not found"
     unique = unique_gold_queries(item for k, item in enumerate(items) if k not in missing)
     gold_keys = {key: n for n, key in enumerate(unique)}
-    gold_tasks = [(db_path, gold, config.keep_distinct, config.timeout_s, config.max_rows)
-                  for db_path, gold in unique]
+    differs = {(item.db_path or "", item.gold) for item in items
+               if item.pred.strip() != item.gold.strip()}
+    gold_tasks = [(db_path, gold, config.keep_distinct, config.timeout_s, config.max_rows,
+                   (db_path, gold) in differs) for db_path, gold in unique]
     with _progress(len(gold_tasks), "gold queries", config.progress) as bar:
         gold = run_tasks(_run_gold, gold_tasks, workers=config.workers,
-                         hard_timeout_s=hard_timeout, on_result=lambda i, r: bar.update())
+                         hard_timeout_s=hard_timeout_s, on_result=lambda i, r: bar.update())
 
     scored: list[Scored | None] = [None] * len(items)
     pred_tasks, pred_index = [], []
@@ -182,12 +192,17 @@ def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) ->
             continue
         scored[k] = Scored(**base, outcome="", exact_match=False, valid_sql=False,
                            difficulty=g.difficulty, gold_rows=len(g.result.rows or []))
+        if runs_as_gold(item):
+            s = scored[k]
+            s.outcome, s.exact_match, s.valid_sql = CORRECT, g.normalized is not None, True
+            s.pred_rows, s.seconds = s.gold_rows, round(g.result.seconds, 4)
+            continue
         pred_index.append(k)
         pred_tasks.append((item, g, config.keep_distinct, config.timeout_s, config.max_rows))
 
     with _progress(len(pred_tasks), "predictions", config.progress) as bar:
         answers = run_tasks(_run_prediction, pred_tasks, workers=config.workers,
-                            hard_timeout_s=hard_timeout, on_result=lambda i, r: bar.update())
+                            hard_timeout_s=hard_timeout_s, on_result=lambda i, r: bar.update())
     for k, answer in zip(pred_index, answers):
         s = scored[k]
         assert s is not None
@@ -265,14 +280,15 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _cell(text: str, limit: int = 160) -> str:
-    text = " ".join(str(text).split())
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    text = shorten(" ".join(str(text).split()), limit)
     return text.replace("|", "\\|").replace("`", "'")
 
 
 def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
-                  title: str = "Evaluation", settings: str = "", examples: int = 3) -> str:
-    """A markdown summary for a pull request: overall, by difficulty, by outcome, examples."""
+                  title: str = "Evaluation", settings: str = "", examples: int = 3,
+                  skipped: Sequence[tuple[str, str]] = ()) -> str:
+    """A markdown summary for a pull request: overall, by difficulty, by outcome, examples;
+    ``skipped``: the ``(id, db_id)`` of examples left out for a missing database file."""
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
     lines = [f"### {title}", ""]
     if settings:
@@ -310,12 +326,21 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
         lines += ["", "Gold errors: " + "; ".join(f"{r.id} ({_cell(r.message, 80)})"
                                                   for r in gold_errors[:10])
                   + (" …" if len(gold_errors) > 10 else "")]
+    if skipped:
+        by_db: dict[str, list[str]] = {}
+        for example_id, db_id in skipped:
+            by_db.setdefault(db_id, []).append(example_id)
+        lines += ["", f"Left out, no SQLite file: {len(skipped)} examples on "
+                  f"{len(by_db)} databases: " + "; ".join(
+                      f"{db} ({len(ids)}: {', '.join(ids[:5])}{' …' if len(ids) > 5 else ''})"
+                      for db, ids in sorted(by_db.items()))]
     return "\n".join(lines) + "\n"
 
 
 # The headline metrics (metrics/eval.json): what `dvc exp show` and `dvc metrics diff`
 # lead with. The breakdown by difficulty and outcome goes to its own file.
-HEADLINE_METRICS = ("execution_accuracy", "exact_match", "valid_sql_rate", "n", "gold_errors")
+HEADLINE_METRICS = ("execution_accuracy", "exact_match", "valid_sql_rate", "n", "gold_errors",
+                    "skipped_missing_database")
 
 
 @dataclass(frozen=True)
@@ -328,19 +353,24 @@ class OutputPaths:
 
 
 def write_outputs(results: Sequence[Scored], paths: OutputPaths, *, title: str,
-                  settings: str = "", examples: int = 3) -> dict[str, float]:
+                  settings: str = "", examples: int = 3,
+                  skipped: Sequence[tuple[str, str]] | None = None) -> dict[str, float]:
     """Write the five outputs (each atomically) and return all the metrics.
 
+    ``skipped`` (examples left out for a missing database, when that was asked for)
+    adds ``skipped_missing_database`` to the metrics and the list to the report.
     Per-example timings are left out of the results file: the same predictions give
     the same bytes.
     """
     metrics = summarize(results)
+    if skipped is not None:
+        metrics["skipped_missing_database"] = len(skipped)
     write_jsonl(paths.results, (without_runtime(as_dict(r)) for r in results))
-    write_json(paths.metrics, {k: metrics[k] for k in HEADLINE_METRICS})
+    write_json(paths.metrics, {k: v for k, v in metrics.items() if k in HEADLINE_METRICS})
     write_json(paths.breakdown, {k: v for k, v in metrics.items() if k not in HEADLINE_METRICS})
     write_text(paths.plot, _csv(difficulty_rows(metrics)))
     write_text(paths.report, render_report(results, metrics, title=title, settings=settings,
-                                           examples=examples))
+                                           examples=examples, skipped=skipped or ()))
     return metrics
 
 

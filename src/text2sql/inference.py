@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from text2sql.consistency import Candidate, choose
+from text2sql.consistency import Candidate, choose_all
 from text2sql.extract import extract_sql
 from text2sql.io import DataError
 from text2sql.params import InferParams
@@ -98,39 +98,37 @@ def predict_with_model(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]
 
 def _vote_all(rows: Sequence[dict[str, Any]], gens: Sequence[Any], records: list[dict[str, Any]],
               params: InferParams, *, progress: bool) -> dict[str, float]:
-    """Replace each record's greedy-slot answer with the self-consistent choice."""
+    """Replace each record's greedy-slot answer with the self-consistent choice.
+
+    The candidates run in worker processes (:func:`text2sql.consistency.choose_all`):
+    a candidate that exhausts memory or hangs costs a vote, not the stage.
+    """
     from tqdm.auto import tqdm
 
-    from text2sql.execution import open_readonly
-
     t0 = time.perf_counter()
-    conns: dict[str, Any] = {}
+    questions = []
+    for row, gen in zip(rows, gens, strict=True):
+        db = row.get("db_path")
+        if not db:
+            raise DataError(f"example {row['id']!r}: db_path is empty; infer.num_samples > 1 "
+                            "needs the example's SQLite file")
+        questions.append((db, [Candidate(raw, extract_sql(raw), lp)
+                               for raw, lp in zip(gen.texts, gen.logprobs, strict=True)]))
+    with tqdm(total=len(questions), desc="vote", unit="question", disable=not progress) as bar:
+        results = choose_all(questions, timeout_s=params.timeout_s, max_rows=params.max_rows,
+                             prefer_nonempty=params.prefer_nonempty,
+                             on_result=lambda i, v: bar.update())
     valid, all_failed, votes = 0, 0, 0
-    try:
-        for row, gen, rec in tqdm(list(zip(rows, gens, records, strict=True)), desc="vote",
-                                  unit="question", disable=not progress):
-            db = row.get("db_path")
-            if not db:
-                raise DataError(f"example {row['id']!r}: db_path is empty; infer.num_samples > 1 "
-                                "needs the example's SQLite file")
-            if db not in conns:
-                conns[db] = open_readonly(db)
-            candidates = [Candidate(raw, extract_sql(raw), lp)
-                          for raw, lp in zip(gen.texts, gen.logprobs, strict=True)]
-            result = choose(conns[db], candidates, timeout_s=params.timeout_s,
-                            max_rows=params.max_rows, prefer_nonempty=params.prefer_nonempty)
-            best = candidates[result.chosen]
-            rec.update(raw=best.raw, sql=best.sql, votes=result.votes,
-                       valid_candidates=result.valid,
-                       candidates=[{"raw": c.raw, "sql": c.sql, "logprob": round(c.logprob, 4),
-                                    "error": err}
-                                   for c, err in zip(candidates, result.errors, strict=True)])
-            valid += result.valid
-            votes += result.votes
-            all_failed += result.valid == 0
-    finally:
-        for c in conns.values():
-            c.close()
+    for (_, candidates), rec, result in zip(questions, records, results, strict=True):
+        best = candidates[result.chosen]
+        rec.update(raw=best.raw, sql=best.sql, votes=result.votes,
+                   valid_candidates=result.valid,
+                   candidates=[{"raw": c.raw, "sql": c.sql, "logprob": round(c.logprob, 4),
+                                "error": err}
+                               for c, err in zip(candidates, result.errors, strict=True)])
+        valid += result.valid
+        votes += result.votes
+        all_failed += result.valid == 0
     n = len(records)
     return {
         "vote_s": round(time.perf_counter() - t0, 2),

@@ -36,6 +36,8 @@ class PrepareParams(Section):
     tables: str | None = None
     db_dir: str | None = None
     hf_config: str | None = None
+    hub: str | None = None  # a Hugging Face hub dataset id (source hf); path: its databases
+    revision: str | None = None  # the hub dataset's tag, branch or commit (required with hub)
     columns: ColumnParams = ColumnParams()
     train_split: str = "train"
     eval_split: str = "dev"

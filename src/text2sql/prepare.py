@@ -18,7 +18,8 @@ from typing import Any
 from text2sql.datasets import Example
 from text2sql.prompts import PromptOptions, make_prompt
 from text2sql.prompts import schema_text as _schema_text
-from text2sql.schema import Schema, connect_readonly
+from text2sql.execution import open_readonly
+from text2sql.schema import Schema
 from text2sql.sql import referenced_tables, run_error
 
 # Why an example is dropped; every reason is always in the metrics (0 when none).
@@ -111,7 +112,7 @@ class _Connections:
         if path not in self._open:
             if len(self._open) >= 16:
                 self.close()
-            self._open[path] = connect_readonly(path)
+            self._open[path] = open_readonly(path)
         return self._open[path]
 
     def close(self) -> None:
@@ -249,6 +250,7 @@ def load_splits(params: Any, root: str | None = None) -> tuple[Any, Any]:
         params.eval_fraction, params.seed, tables=resolve(params.tables),
         db_dir=resolve(params.db_dir), hf_config=params.hf_config,
         columns=ColumnMap(c.question, c.query, c.db_id, c.evidence),
+        hub=params.hub, revision=params.revision,
     )
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from text2sql.io import DataError
 from text2sql.params import PrepareParams, load_params
-from text2sql.schema import Schema, load_spider_tables, schema_from_sqlite
+from text2sql.schema import Schema, schema_from_sqlite
 
-SQLITE_SUFFIXES = (".sqlite", ".db", ".sqlite3")
+if TYPE_CHECKING:
+    from text2sql.datasets import Databases
 
 
 def prepare_settings(params_file: str | Path | None) -> PrepareParams:
@@ -52,55 +53,21 @@ def read_schema(path: str | Path, db_id: str | None = None) -> Schema:
         raise DataError(f"{path}: cannot read it as a SQLite database ({e})") from None
 
 
-def find_sqlite(db_dir: Path, db_id: str) -> Path | None:
-    """``<db_dir>/<db_id>/<db_id>.sqlite`` (Spider layout) or ``<db_dir>/<db_id>.sqlite``."""
-    for suffix in SQLITE_SUFFIXES:
-        for candidate in (db_dir / db_id / f"{db_id}{suffix}", db_dir / f"{db_id}{suffix}"):
-            if candidate.is_file():
-                return candidate
-    return None
+def question_databases(db: str | Path) -> Databases | None:
+    """The databases ``--db`` names: ``None`` for one SQLite file (every question asks it),
+    else a folder's (Spider's ``database/`` folder or the dataset root holding it; schemas
+    from a ``tables.json`` beside it when there is one, as in the prepare stage)."""
+    from text2sql.datasets import open_databases
 
-
-class Databases:
-    """Where each question's database is: one SQLite file for all, or a folder of them.
-
-    A folder may be Spider's ``database/`` folder or the dataset root holding it;
-    when a ``tables.json`` sits in the root, schemas come from it (as in the prepare
-    stage), otherwise from the SQLite files themselves.
-    """
-
-    def __init__(self, db: str | Path):
-        self.path = Path(db)
-        self._schemas: dict[str, Schema] = {}
-        self._tables_json: dict[str, Schema] = {}
-        if self.path.is_file():
-            self.folder = None
-        elif self.path.is_dir():
-            self.folder = self.path / "database" if (self.path / "database").is_dir() else self.path
-            for tables in (self.folder / "tables.json", self.folder.parent / "tables.json"):
-                if tables.is_file():
-                    self._tables_json = load_spider_tables(tables)
-                    break
-        else:
-            raise DataError(f"{self.path}: no such SQLite file or folder (--db)")
-
-    def locate(self, db_id: str | None) -> tuple[str, Path]:
-        """``(db_id, SQLite file)`` for a question's ``db_id`` (may be None with one file)."""
-        if self.folder is None:
-            return db_id or self.path.stem, self.path
-        if not db_id:
-            raise DataError(f"--db {self.path} is a folder, so every question needs a db_id")
-        found = find_sqlite(self.folder, db_id)
-        if found is None:
-            raise DataError(f"db_id {db_id!r}: no {self.folder}/{db_id}/{db_id}.sqlite "
-                            f"(nor {self.folder}/{db_id}.sqlite)")
-        return db_id, found
-
-    def schema(self, db_id: str, path: Path) -> Schema:
-        if db_id not in self._schemas:
-            self._schemas[db_id] = (self._tables_json.get(db_id) if self.folder is not None else None) \
-                or read_schema(path, db_id)
-        return self._schemas[db_id]
+    path = Path(db)
+    if path.is_file():
+        return None
+    if not path.is_dir():
+        raise DataError(f"{path}: no such SQLite file or folder (--db)")
+    folder = path / "database" if (path / "database").is_dir() else path
+    tables = next((t for t in (folder / "tables.json", folder.parent / "tables.json")
+                   if t.is_file()), None)
+    return open_databases(tables, folder, setting="--db")
 
 
 def rows_from_questions(numbered: Iterable[tuple[int, dict[str, Any]]], source: str | Path,
@@ -109,7 +76,8 @@ def rows_from_questions(numbered: Iterable[tuple[int, dict[str, Any]]], source: 
     """``(line number, prepared row)`` for a JSONL file of questions (``question``, ``db_id``; optional
     ``id``, ``evidence``, ``db_path``). Rows that already carry a ``prompt`` (the
     prepare stage's output) are kept as they are."""
-    databases = Databases(db) if db is not None else None
+    databases = question_databases(db) if db is not None else None
+    one_file: dict[str, Schema] = {}  # --db names one SQLite file: its schema, read once
     rows = []
     for lineno, obj in numbered:
         where = f"{source}:{lineno}"
@@ -118,27 +86,41 @@ def rows_from_questions(numbered: Iterable[tuple[int, dict[str, Any]]], source: 
             raise DataError(f"{where}: missing field 'question' (each line needs a question, and a "
                             "db_id unless --db names one SQLite file)")
         example_id = str(obj.get("id", f"line-{lineno}"))
-        if "prompt" in obj and databases is None:
+        if "prompt" in obj and db is None:
             rows.append((lineno, {**obj, "id": example_id}))
             continue
         db_id = obj.get("db_id")
         if db_id is not None and not isinstance(db_id, str):
             raise DataError(f"{where}: field 'db_id' must be a string, got {db_id!r}")
-        try:
-            if databases is not None:
-                db_id, path = databases.locate(db_id)
-                schema = databases.schema(db_id, path)
-            elif obj.get("db_path"):
-                path = Path(obj["db_path"])
-                schema = read_schema(path, db_id or path.stem)
-            else:
-                raise DataError("no database: give --db (one SQLite file, or a folder of "
-                                "Spider-style databases), or a db_path on each line")
-        except DataError as e:
-            raise DataError(f"{where}: {e}") from None
+        if databases is not None:
+            if not db_id:
+                raise DataError(f"{where}: --db {db} is a folder, so every question needs a db_id")
+            path = Path(databases.check(db_id, where) or "")
+            schema = databases.schemas[db_id]
+        else:
+            path, schema = _one_database(obj, db, db_id, one_file, where)
         row = prompt_row(question, path, schema, settings, example_id=example_id,
                          evidence=obj.get("evidence"))
         rows.append((lineno, row))
     if not rows:
         raise DataError(f"{source}: no questions (one JSON object per line)")
     return rows
+
+
+def _one_database(obj: dict[str, Any], db: str | Path | None, db_id: str | None,
+                  one_file: dict[str, Schema], where: str) -> tuple[Path, Schema]:
+    """The SQLite file and schema of a question when ``--db`` is one file, or none at all."""
+    try:
+        if db is not None:
+            path = Path(db)
+            db_id = db_id or path.stem
+            if db_id not in one_file:
+                one_file[db_id] = read_schema(path, db_id)
+            return path, one_file[db_id]
+        if obj.get("db_path"):
+            path = Path(obj["db_path"])
+            return path, read_schema(path, db_id or path.stem)
+        raise DataError("no database: give --db (one SQLite file, or a folder of "
+                        "Spider-style databases), or a db_path on each line")
+    except DataError as e:
+        raise DataError(f"{where}: {e}") from None

@@ -109,21 +109,12 @@ def load_spider_tables(path: str | Path) -> dict[str, Schema]:
     }
 
 
-def connect_readonly(path: str | Path) -> sqlite3.Connection:
-    """Open a SQLite file read-only; bytes that are not UTF-8 are decoded with replacement."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: SQLite file not found")
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-    conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
-    conn.execute("PRAGMA query_only = ON")
-    return conn
-
-
 def schema_from_sqlite(path: str | Path, db_id: str | None = None) -> Schema:
     """Read tables, columns, primary and foreign keys from a SQLite file."""
+    from text2sql.execution import open_readonly  # the one read-only opener
+
     path = Path(path)
-    conn = connect_readonly(path)
+    conn = open_readonly(path, introspect=True)
     try:
         names = [
             r[0]

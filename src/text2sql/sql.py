@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
@@ -14,15 +15,25 @@ from sqlglot.tokens import TokenType
 MAX_BARE_JOINS = 10
 
 
+@lru_cache(maxsize=4096)
 def parse_sqlite(sql: str) -> exp.Expression | None:
     """The syntax tree of one SQLite statement; ``None`` when sqlglot cannot parse it
-    (or would take exponential time trying: see :func:`too_hard_to_parse`)."""
-    if too_hard_to_parse(sql):
-        return None
+    (or would take exponential time trying: see :func:`too_hard_to_parse`).
+
+    Cached: the evaluation reads a gold query's difficulty, order and normal form from
+    one parse. The tree is shared, so a caller that changes it works on a ``.copy()``.
+    """
+    dialect = sqlglot.Dialect.get_or_raise("sqlite")
     try:
-        return sqlglot.parse_one(sql, read="sqlite")
+        tokens = dialect.tokenize(sql)  # once, for both the JOIN check and the parser
+        if _longest_bare_join_run(tokens) > MAX_BARE_JOINS:
+            return None
+        result = dialect.parser().parse(tokens, sql)
     except sqlglot.errors.SqlglotError:
         return None
+    if not result or result[0] is None:
+        return None
+    return exp.Block(expressions=result) if len(result) > 1 else result[0]
 
 
 def referenced_tables(sql: str) -> set[str] | None:
@@ -79,6 +90,10 @@ def too_hard_to_parse(sql: str) -> bool:
         tokens = sqlglot.tokenize(sql, read="sqlite")
     except sqlglot.errors.SqlglotError:
         return False
+    return _longest_bare_join_run(tokens) > MAX_BARE_JOINS
+
+
+def _longest_bare_join_run(tokens: list) -> int:
     run = longest = 0
     pending = False  # inside a JOIN that has not had its ON/USING yet
     for i, tok in enumerate(tokens):
@@ -92,4 +107,4 @@ def too_hard_to_parse(sql: str) -> bool:
             pending, run = False, 0
     if pending:
         longest = max(longest, run + 1)
-    return longest > MAX_BARE_JOINS
+    return longest

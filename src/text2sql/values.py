@@ -7,7 +7,7 @@ column once per database and finds the ones a question mentions, comparing
 stemmed words so "Rakes" finds ``'Rake'``.
 
 Bytes that are not valid UTF-8 are read with replacement characters (see
-``schema.connect_readonly``), never an error.
+``execution.open_readonly``), never an error.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from text2sql.execution import open_readonly
 from text2sql.linking import STOPWORD_STEMS, schema_words, stem
-from text2sql.schema import connect_readonly, quote_identifier, schema_from_sqlite
+from text2sql.schema import quote_identifier, schema_from_sqlite
 
 # Values longer than this are descriptions or free text that a question quotes
 # only in part; indexing them whole would not match and costs memory.
@@ -82,7 +83,7 @@ class ValueIndex:
     def from_sqlite(cls, db_path: str | Path) -> ValueIndex:
         """Read every column's distinct short text values (``typeof = 'text'``)."""
         schema = schema_from_sqlite(db_path)
-        conn = connect_readonly(db_path)
+        conn = open_readonly(db_path)
         entries: list[tuple[str, str, str]] = []
         try:
             for table in schema.tables:
@@ -148,7 +149,7 @@ def sample_rows(db_path: str | Path, table: str, n: int, max_chars: int = 30) ->
     """The first ``n`` rows of ``table``; long text is cut to ``max_chars`` characters."""
     if n <= 0:
         return []
-    conn = connect_readonly(db_path)
+    conn = open_readonly(db_path)
     try:
         rows = conn.execute(f"SELECT * FROM {quote_identifier(table)} LIMIT {int(n)}").fetchall()
     except sqlite3.DatabaseError:

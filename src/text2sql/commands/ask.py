@@ -19,10 +19,11 @@ What happens, in order:
   3. the fine-tuned adapter writes SQL (greedy; with --num-samples N it samples
      N queries, runs each, and keeps the answer most of them agree on);
   4. the SQL is shown (and, with --dialect, also translated with sqlglot);
-  5. it runs read-only: the file is opened read-only and only one SELECT/WITH
-     query is accepted (anything else is refused and nothing runs), with a time
-     limit (--timeout) and a row cap (--max-rows);
-  6. the result is printed as a table.
+  5. it runs read-only, in a worker process with a memory limit: the file is
+     opened read-only and only one SELECT/WITH query is accepted (anything else
+     is refused and nothing runs), with a time limit (--timeout), a row cap
+     (--max-rows) and a cap on the bytes fetched (--max-bytes);
+  6. the result is printed as a table (long values cut, marked with what was left out).
 """
 
 EPILOG = """\
@@ -37,6 +38,7 @@ files; 3 refused (not a single read-only query: nothing was executed).
 """
 
 FAILED, REFUSED = 1, 3
+MAX_BYTES = 16 * 2**20
 
 
 def register(subparsers: Any) -> None:
@@ -44,7 +46,7 @@ def register(subparsers: Any) -> None:
         "ask", help="ask a question of any SQLite file; see the SQL and the result table",
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("question", help="the question, in quotes")
+    p.add_argument("question", nargs="?", help="the question, in quotes (not needed with --sql)")
     p.add_argument("--db", required=True, type=Path, metavar="FILE",
                    help="the SQLite file to ask (never modified)")
     p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
@@ -56,6 +58,11 @@ def register(subparsers: Any) -> None:
                    help="stop the query after this long (default: %(default)s)")
     p.add_argument("--max-rows", type=int, default=100, metavar="N",
                    help="fetch and print at most N rows (default: %(default)s)")
+    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, metavar="N",
+                   help="stop a result holding more than N bytes of values (default: %(default)s)")
+    p.add_argument("--width", type=int, default=80, metavar="CHARS",
+                   help="cut longer values in the table to this many characters "
+                        "(default: %(default)s)")
     p.add_argument("--num-samples", type=int, default=None, metavar="N",
                    help="sample N queries and vote by result (default: infer.num_samples, else 1)")
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
@@ -69,15 +76,18 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from text2sql.execution import check_read_only_query, open_readonly, execute
+    from text2sql.execution import NOT_READ_ONLY, check_read_only_query, run_queries
     from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
     from text2sql.io import DataError
     from text2sql.questions import prepare_settings, prompt_row, read_schema
 
     if args.dialect:
         check_dialect(args.dialect)
-    if args.timeout <= 0 or args.max_rows < 1:
-        raise DataError("--timeout must be > 0 and --max-rows at least 1")
+    if args.timeout <= 0 or args.max_rows < 1 or args.max_bytes < 1 or args.width < 8:
+        raise DataError("--timeout must be > 0, --max-rows and --max-bytes at least 1, "
+                        "--width at least 8")
+    if args.sql is None and not (args.question or "").strip():
+        raise DataError("give a question, or your own SQL with --sql")
     if not args.db.is_file():
         raise DataError(f"{args.db}: SQLite file not found (--db)")
     schema = read_schema(args.db)
@@ -102,20 +112,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"text2sql ask: refused: {refusal(kind, message)}. Only a single read-only query "
               "(SELECT or WITH) is run; nothing was executed.", file=sys.stderr)
         return REFUSED
-    conn = open_readonly(args.db)
-    try:
-        result = execute(conn, sql, timeout_s=args.timeout, max_rows=args.max_rows)
-    finally:
-        conn.close()
+    [result] = run_queries([(args.db, sql)], timeout_s=args.timeout, max_rows=args.max_rows,
+                           max_bytes=args.max_bytes)
+    if result.error == NOT_READ_ONLY:  # stopped by SQLite's authorizer: nothing was changed
+        print(f"text2sql ask: refused: {result.message}. Only a single read-only query "
+              "(SELECT or WITH) is run; nothing was changed.", file=sys.stderr)
+        return REFUSED
     if not result.ok:
-        hint = f" (after the {args.timeout:g} s limit; raise --timeout)" \
-            if result.error == "timeout" else ""
+        hint = {"timeout": f" (after the {args.timeout:g} s limit; raise --timeout)",
+                "too_large": " (raise --max-bytes, or select less)"}.get(result.error or "", "")
         print(f"text2sql ask: the query failed: {result.message} [{result.error}]{hint}",
               file=sys.stderr)
         return FAILED
     rows = result.rows or []
-    headers = getattr(result, "columns", None) or column_names(sql, schema, len(rows[0]) if rows else None)
-    print(format_table(headers, rows), file=out)
+    headers = result.columns or column_names(sql, schema, len(rows[0]) if rows else None)
+    print(format_table(headers, rows, args.width), file=out)
     more = f"; stopped at --max-rows {args.max_rows}, there are more" if result.truncated else ""
     print(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{more}; {result.seconds:.3f} s)",
           file=out)
@@ -124,8 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 def generate_sql(row: dict[str, Any], args: argparse.Namespace) -> tuple[str, str]:
     """The adapter's SQL for the prepared ``row`` and a note on how it was chosen."""
-    from text2sql.consistency import Candidate, choose
-    from text2sql.execution import open_readonly
+    from text2sql.consistency import Candidate, choose_all
     from text2sql.extract import extract_sql
     from text2sql.generation import generate, load_for_inference
     from text2sql.params import InferParams, load_params
@@ -145,12 +155,9 @@ def generate_sql(row: dict[str, Any], args: argparse.Namespace) -> tuple[str, st
         return extract_sql(gen.texts[0]), f"generated in {seconds:.1f} s, model loaded in {load_s:.1f} s"
     candidates = [Candidate(t, extract_sql(t), lp)
                   for t, lp in zip(gen.texts, gen.logprobs, strict=True)]
-    conn = open_readonly(args.db)
-    try:
-        vote = choose(conn, candidates, timeout_s=args.timeout, max_rows=args.max_rows,
-                      prefer_nonempty=infer.prefer_nonempty)
-    finally:
-        conn.close()
+    [vote] = choose_all([(str(args.db), candidates)], timeout_s=args.timeout,
+                        max_rows=args.max_rows, max_bytes=args.max_bytes,
+                        prefer_nonempty=infer.prefer_nonempty, workers=1)
     return candidates[vote.chosen].sql, (f"{vote.votes} of {n} samples agree; "
                                          f"{vote.valid} ran; {seconds:.1f} s")
 
@@ -225,10 +232,14 @@ def column_names(sql: str, schema: Any, width: int | None) -> list[str]:
     return names if width is None or len(names) == width else fallback
 
 
-def format_table(headers: list[str], rows: list[tuple]) -> str:
-    """Rows as a plain-text table (NULL shown as NULL)."""
+def format_table(headers: list[str], rows: list[tuple], width: int = 80) -> str:
+    """Rows as a plain-text table (NULL shown as NULL); a value longer than ``width``
+    characters is cut and marked (``abc… [+999 chars]``), a BLOB shown by its size."""
     from tabulate import tabulate
 
-    shown = [["NULL" if v is None else v for v in row] for row in rows]
+    from text2sql.execution import shorten
+
+    shown = [["NULL" if v is None else shorten(v, width) if isinstance(v, (str, bytes)) else v
+              for v in row] for row in rows]
     return tabulate(shown, headers=headers, tablefmt="simple", disable_numparse=True) \
         if headers else "(no columns)"

@@ -23,6 +23,11 @@ Predictions file, either:
          agree with the example. Examples without a prediction score as empty.
   text:  Spider's format, one SQL per line in the order of the split, optionally
          followed by a tab and the db_id (checked). One line per example.
+
+A database file missing from the dataset folder (trimmed releases) is an error;
+with --skip-missing-databases its examples are left out (their predictions
+ignored), counted in metrics.json (skipped_missing_database) and listed in
+report.md.
 """
 
 EPILOG = """\
@@ -60,32 +65,45 @@ def register(subparsers: Any) -> None:
                         "Spider evaluator does)")
     p.add_argument("--examples", type=int, default=3, metavar="N",
                    help="failed examples per outcome in report.md (default: %(default)s)")
+    p.add_argument("--skip-missing-databases", action="store_true",
+                   help="leave out (count and list) the examples whose SQLite file is missing, "
+                        "instead of stopping at the first")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
-def load_split(dataset: Path, split: str, layout: str) -> list[Any]:
-    """The examples of one split, through the loaders of :mod:`text2sql.datasets`."""
+def load_split(dataset: Path, split: str, layout: str, skip_missing: bool = False
+               ) -> tuple[list[Any], list[tuple[str, str]]]:
+    """The examples of one split in order, ``None`` in the place of each one left out for a
+    missing database file (``skip_missing``), and the ``(id, db_id)`` of those left out."""
     from text2sql import datasets
 
     loader = getattr(datasets, f"load_{layout}_split", None)
     if loader is None:
         raise DataError(f"--layout {layout}: this version of text2sql.datasets has no "
                         f"load_{layout}_split; use --layout spider")
-    data = loader(dataset, split)
+    data = loader(dataset, split, skip_missing=skip_missing)
     if data is None:
         raise DataError(f"{dataset}: no file for split {split!r} in the {layout} layout "
                         "(check --split and --layout)")
-    return list(data.examples)
+    kept = list(data.examples)
+    slots: list[Any] = [None] * (len(kept) + len(data.skipped))
+    for e in kept:  # ids are "<split>-<position in the split>", skipped ones included
+        slots[int(e.id.rsplit("-", 1)[1])] = e
+    return slots, data.skipped
 
 
-def _read_jsonl(path: Path, examples: list[Any]) -> tuple[dict[int, str], int]:
+def _read_jsonl(path: Path, examples: list[Any], left_out: frozenset[str] = frozenset()
+                ) -> tuple[dict[int, str], int]:
     from text2sql.io import iter_jsonl
 
-    by_id = {e.id: k for k, e in enumerate(examples)}
+    by_id = {e.id: k for k, e in enumerate(examples) if e is not None}
+    first_id = next(e.id for e in examples if e is not None)
     by_question: dict[tuple[str, str], list[int]] = {}
     by_text: dict[str, list[int]] = {}
     for k, e in enumerate(examples):
+        if e is None:
+            continue
         key = " ".join(e.question.split())
         by_question.setdefault((e.db_id, key), []).append(k)
         by_text.setdefault(key, []).append(k)
@@ -109,8 +127,10 @@ def _read_jsonl(path: Path, examples: list[Any]) -> tuple[dict[int, str], int]:
                     raise DataError(f"{where}: id {ident!r} is outside the split's "
                                     f"{len(examples)} examples (0-based index)")
             else:
+                if str(ident) in left_out:
+                    continue  # an example left out (its database is missing)
                 raise DataError(f"{where}: id {ident!r} is not an example of this split "
-                                f"(ids look like {examples[0].id!r}, or give a 0-based index)")
+                                f"(ids look like {first_id!r}, or give a 0-based index)")
         elif isinstance(row.get("question"), str):
             key = " ".join(row["question"].split())
             found = by_question.get((row["db_id"], key)) if "db_id" in row else by_text.get(key)
@@ -123,6 +143,8 @@ def _read_jsonl(path: Path, examples: list[Any]) -> tuple[dict[int, str], int]:
             k = free[0]  # repeated questions are matched in order
         else:
             raise DataError(f"{where}: needs 'id' or 'question' to find its example")
+        if examples[k] is None:
+            continue  # an example left out (its database is missing)
         if k in taken:
             raise DataError(f"{where}: a second prediction for example {examples[k].id} "
                             f"(the first is on line {taken[k]})")
@@ -144,6 +166,8 @@ def _read_text(path: Path, examples: list[Any]) -> dict[int, str]:
         lines.pop()
     preds = {}
     for k, line in enumerate(lines[:len(examples)]):
+        if examples[k] is None:
+            continue  # an example left out (its database is missing)
         line = line.rstrip("\r")
         sql, _, db_id = line.rpartition("\t")
         db_id = db_id.strip()
@@ -172,12 +196,17 @@ def _is_jsonl(path: Path) -> bool:
     return False
 
 
-def read_predictions(path: Path, examples: list[Any]) -> dict[int, str]:
-    """Predicted SQL by example index, from a JSONL or a one-SQL-per-line file."""
+def read_predictions(path: Path, examples: list[Any], left_out: frozenset[str] = frozenset()
+                     ) -> dict[int, str]:
+    """Predicted SQL by example index, from a JSONL or a one-SQL-per-line file.
+
+    ``examples`` holds ``None`` where an example was left out (``left_out``: their ids);
+    predictions for those are ignored.
+    """
     if not path.is_file():
         raise DataError(f"{path}: predictions file not found")
     if _is_jsonl(path):
-        return _read_jsonl(path, examples)[0]
+        return _read_jsonl(path, examples, left_out)[0]
     return _read_text(path, examples)
 
 
@@ -198,23 +227,31 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout <= 0 or args.max_rows < 1 or args.workers < 0:
         raise DataError("--timeout must be > 0, --max-rows >= 1, --workers >= 0")
     _check_out(args.out)
-    examples = load_split(args.dataset, args.split, args.layout)
-    if not examples:
-        raise DataError(f"{args.dataset}: split {args.split!r} has no examples")
-    preds = read_predictions(args.predictions, examples)
-    missing = len(examples) - len(preds)
+    examples, skipped = load_split(args.dataset, args.split, args.layout,
+                                   args.skip_missing_databases)
+    if not any(examples):
+        raise DataError(f"{args.dataset}: split {args.split!r} has no examples"
+                        + (f" with a database ({len(skipped)} left out)" if skipped else ""))
+    preds = read_predictions(args.predictions, examples, frozenset(i for i, _ in skipped))
+    if skipped:
+        print(f"text2sql evaluate: {len(skipped)} examples left out: no SQLite file for "
+              f"{', '.join(sorted({db for _, db in skipped}))} (listed in report.md)",
+              file=sys.stderr)
+    kept = [k for k, e in enumerate(examples) if e is not None]
+    missing = len(kept) - len(preds)
     if missing:
-        print(f"text2sql evaluate: {missing} of {len(examples)} examples have no prediction "
+        print(f"text2sql evaluate: {missing} of {len(kept)} examples have no prediction "
               "(scored as empty_prediction)", file=sys.stderr)
     items = [EvalItem(e.id, e.db_id, e.db_path, e.question, e.query, preds.get(k, ""))
-             for k, e in enumerate(examples)]
+             for k in kept for e in [examples[k]]]
     config = EvalConfig(timeout_s=args.timeout, max_rows=args.max_rows, workers=args.workers,
                         keep_distinct=args.keep_distinct, progress=not args.no_progress)
     results = score_items(items, config)
     paths = OutputPaths(**{k: args.out / v for k, v in OUTPUT_NAMES.items()})
     title = f"Evaluation of {args.predictions.name} on {args.dataset.name}/{args.split}"
     metrics = write_outputs(results, paths, title=title, settings=settings_line(config),
-                            examples=args.examples)
+                            examples=args.examples,
+                            skipped=skipped if args.skip_missing_databases else None)
     print(paths.report.read_text(encoding="utf-8").split("<details>")[0].rstrip())
     print(f"\nwritten to {args.out}/: " + ", ".join(OUTPUT_NAMES.values()))
     return 0 if metrics["n"] else 1
