@@ -3,12 +3,14 @@
     dvc repro infer
     dvc exp run -S infer.batch_size=32
     dvc exp run -S infer.num_samples=5     # self-consistency: sample 5, vote by execution result
+    dvc exp run -S infer.load_in_4bit=true # evaluate the base in 4-bit on purpose (CUDA)
     python stages/infer.py                 # the same, outside DVC
 
 Reads the ``infer:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
 ``models/adapter/``. Writes ``data/predictions/eval.jsonl`` (id, db_id, question, raw
 output, extracted sql, seconds; with num_samples > 1 also the candidates and votes)
-and ``metrics/infer.json`` (sequences/s, generated tokens/s, n).
+and ``metrics/infer.json`` (n, sequences/s, generated tokens/s, and the base model,
+precision and 4-bit setting the predictions were made with).
 """
 
 from __future__ import annotations

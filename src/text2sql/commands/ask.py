@@ -134,7 +134,7 @@ def generate_sql(row: dict[str, Any], args: argparse.Namespace) -> tuple[str, st
     n = args.num_samples or infer.num_samples
     max_new_tokens = args.max_new_tokens or infer.max_new_tokens
     t0 = time.perf_counter()
-    model, tokenizer = load_for_inference(args.adapter)
+    model, tokenizer = load_for_inference(args.adapter, load_in_4bit=infer.load_in_4bit)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     gen = generate(model, tokenizer, [row["prompt"]], batch_size=max(n, 1),
