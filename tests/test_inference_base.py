@@ -225,3 +225,31 @@ def test_sampling_draws_from_the_models_distribution_at_temperature_only(loaded,
         texts, logprobs = _sample_decode(model, tok, prompt_ids, 4, temperature, 12, seed=3)
         assert gen.texts == texts
         assert gen.logprobs == pytest.approx(logprobs, abs=1e-3)
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_the_adapter_stays_beside_the_16_bit_base(stand_in, prompts):
+    """In bf16/fp16 the adapter is not merged (merging would round its delta away)."""
+    from peft import PeftModel
+
+    from text2sql.precision import compute_dtype, compute_precision
+
+    base = choose_base(stand_in[2])
+    assert (base.precision, base.adapter_merged) == (compute_precision(), False)
+    model, tok = load_for_inference(stand_in[2])
+    assert isinstance(model, PeftModel) and model.get_base_model().dtype == compute_dtype()
+    assert model.device.type == "cuda"
+    gens = generate(model, tok, prompts, batch_size=3, max_new_tokens=8, progress=False)
+    assert all(g.new_tokens > 0 for g in gens)
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_4_bit_inference_is_there_on_purpose(stand_in, prompts):
+    from peft import PeftModel
+
+    base = choose_base(stand_in[2], load_in_4bit=True)
+    assert base.metrics()["load_in_4bit"] is True and base.adapter_merged is False
+    model, tok = load_for_inference(stand_in[2], load_in_4bit=True)
+    assert isinstance(model, PeftModel) and model.get_base_model().is_loaded_in_4bit
+    gens = generate(model, tok, prompts[:2], batch_size=2, max_new_tokens=8, progress=False)
+    assert all(g.new_tokens > 0 for g in gens)

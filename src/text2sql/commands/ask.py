@@ -16,8 +16,9 @@ What happens, in order:
   2. the tables the question is about are linked (plus the foreign-key paths
      between them), as the prepare stage does for training prompts, using the
      prepare: settings of params.yaml when there is one (see --params);
-  3. the fine-tuned adapter writes SQL (greedy; with --num-samples N it samples
-     N queries, runs each, and keeps the answer most of them agree on);
+  3. the fine-tuned adapter, on the 16-bit base it was trained from (4-bit with
+     infer.load_in_4bit: true), writes SQL (greedy; with --num-samples N it
+     samples N queries, runs each, and keeps the answer most of them agree on);
   4. the SQL is shown (and, with --dialect, also translated with sqlglot);
   5. it runs read-only: the file is opened read-only and only one SELECT/WITH
      query is accepted (anything else is refused and nothing runs), with a time
