@@ -132,6 +132,22 @@ def test_a_missing_16_bit_original_says_what_to_do(stand_in, tmp_path):
         choose_base(copy)
 
 
+def test_a_pre_quantized_base_without_the_suffix_is_refused(stand_in, tmp_path):
+    _, quantized, adapter = stand_in
+    disguised = tmp_path / "Coder-Tiny-Instruct-nf4"
+    shutil.copytree(quantized, disguised)
+    config = json.loads((disguised / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (disguised / "config.json").write_text(json.dumps(config))
+    copy = tmp_path / "adapter"
+    shutil.copytree(adapter, copy)
+    config_file = copy / "adapter_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()),
+                                       "base_model_name_or_path": str(disguised)}))
+    with pytest.raises(DataError, match="pre-quantized checkpoint, not the 16-bit model"):
+        choose_base(copy)
+
+
 def test_4_bit_inference_on_the_cpu_is_refused_clearly(stand_in):
     import torch
 

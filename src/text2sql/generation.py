@@ -141,8 +141,18 @@ def choose_base(adapter_dir: str | Path, *, load_in_4bit: bool = False) -> Infer
                     f"16-bit original {original!r}"
                     + (" and quantizing it (infer.load_in_4bit=true)" if load_in_4bit else
                        " (set infer.load_in_4bit=true to evaluate in 4-bit on purpose)"))
+    local_config = Path(path) / "config.json"
+    if local_config.is_file() and "quantization_config" in json.loads(local_config.read_text()):
+        raise DataError(pre_quantized_base(path, config_file))
     return InferenceBase(name=name, path=path, precision=precision, load_in_4bit=load_in_4bit,
                          adapter_merged=precision == "float32" and not load_in_4bit, note=note)
+
+
+def pre_quantized_base(path: str, config_file: Path) -> str:
+    """Why a base that is already quantized is refused, and what to do."""
+    return (f"the base {path!r} (from {config_file}) is a pre-quantized checkpoint, not the "
+            "16-bit model the adapter was trained on; set base_model_name_or_path there to the "
+            "16-bit model (infer.load_in_4bit=true quantizes it to evaluate in 4-bit)")
 
 
 def load_for_inference(adapter_dir: str | Path, *, load_in_4bit: bool = False
@@ -173,6 +183,8 @@ def load_for_inference(adapter_dir: str | Path, *, load_in_4bit: bool = False
     model = AutoModelForCausalLM.from_pretrained(
         base.path, dtype=dtype, device_map="cuda" if base.precision != "float32" else None,
         **kwargs)
+    if getattr(model, "hf_quantizer", None) is not None and not base.load_in_4bit:
+        raise DataError(pre_quantized_base(base.path, Path(adapter_dir) / "adapter_config.json"))
     model = PeftModel.from_pretrained(model, adapter_dir)
     if base.adapter_merged:
         model = model.merge_and_unload()
