@@ -178,8 +178,21 @@ def _argmax_decode(model, tokenizer, prompt_ids, max_new_tokens):
     return ids[len(prompt_ids):], total
 
 
-def test_greedy_is_the_argmax_of_the_models_logits_and_scores_are_its_own(loaded, prompts):
-    model, tok = loaded
+@pytest.fixture(scope="module")
+def unmerged(stand_in, loaded):
+    """The adapter kept beside the 16-bit base, as inference on a GPU runs it."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    full, _, adapter = stand_in
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(full), adapter)
+    return model.eval(), loaded[1]
+
+
+@pytest.mark.parametrize("which", ["loaded", "unmerged"])
+def test_greedy_is_the_argmax_of_the_models_logits_and_scores_are_its_own(which, request,
+                                                                          prompts):
+    model, tok = request.getfixturevalue(which)
     gens = generate(model, tok, prompts, batch_size=3, max_new_tokens=20, score=True,
                     progress=False)
     for prompt, gen in zip(prompts, gens, strict=True):
