@@ -3,12 +3,14 @@
     dvc repro infer
     dvc exp run -S infer.batch_size=32
     dvc exp run -S infer.num_samples=5     # self-consistency: sample 5, vote by execution result
+    dvc exp run -S infer.load_in_4bit=true # evaluate the base in 4-bit on purpose (CUDA)
     python stages/infer.py                 # the same, outside DVC
 
 Reads the ``infer:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
 ``models/adapter/``. Writes ``data/predictions/eval.jsonl`` (id, db_id, question, raw
 output, extracted sql; with num_samples > 1 also the candidates and votes),
-``metrics/infer.json`` (n, generated tokens) and, not tracked, ``metrics/runtime/infer.json``
+``metrics/infer.json`` (n, generated tokens, and the base model, precision and 4-bit setting
+the predictions were made with) and, not tracked, ``metrics/runtime/infer.json``
 (sequences/s, generated tokens/s, load and generation seconds).
 """
 

@@ -111,6 +111,9 @@ def test_infer_stage_writes_declared_outputs(tmp_path, monkeypatch, tiny_adapter
     for key in ("n", "sequences_per_s", "generated_tokens_per_s", "wall_s", "load_s"):
         assert isinstance(metrics[key], int | float), key
     assert metrics["n"] == 3
+    assert {k: metrics[k] for k in ("base_model", "precision", "load_in_4bit", "adapter_merged")} \
+        == {"base_model": "builtin:tiny-qwen2", "precision": "float32", "load_in_4bit": False,
+            "adapter_merged": True}
     assert sorted(p.name for p in Path(".").iterdir()) == ["data", "metrics", "models"]
 
 

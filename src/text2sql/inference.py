@@ -51,16 +51,19 @@ def check_rows(numbered: Iterable[tuple[int, dict[str, Any]]], source: str | Pat
 
 
 def predict(rows: Sequence[dict[str, Any]], adapter_dir: str | Path, params: InferParams, *,
-            progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Load the adapter, predict every row; prediction records (input order) and metrics."""
-    from text2sql.generation import load_for_inference
+            progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, float | str | bool]]:
+    """Load the adapter, predict every row; prediction records (input order) and metrics.
+
+    The metrics also say which base model, precision and 4-bit setting wrote them.
+    """
+    from text2sql.generation import choose_base, load_for_inference
 
     t0 = time.perf_counter()
-    model, tokenizer = load_for_inference(adapter_dir)
+    base = choose_base(adapter_dir, load_in_4bit=params.load_in_4bit)
+    model, tokenizer = load_for_inference(adapter_dir, load_in_4bit=params.load_in_4bit)
     load_s = time.perf_counter() - t0
     records, metrics = predict_with_model(model, tokenizer, rows, params, progress=progress)
-    metrics["load_s"] = round(load_s, 2)
-    return records, metrics
+    return records, {**base.metrics(), **metrics, "load_s": round(load_s, 2)}
 
 
 def predict_with_model(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]],

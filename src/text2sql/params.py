@@ -106,6 +106,7 @@ class InferParams(Section):
     timeout_s: float = Field(5.0, gt=0)  # per candidate query when voting
     max_rows: int = Field(10000, ge=1)  # rows fetched per candidate when voting
     prefer_nonempty: bool = True  # an empty result votes only when no candidate returns rows
+    load_in_4bit: bool = False  # true: the 16-bit base quantized to 4-bit (CUDA); else 16/32-bit
 
 
 class EvaluateParams(Section):

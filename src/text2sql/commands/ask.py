@@ -16,8 +16,9 @@ What happens, in order:
   2. the tables the question is about are linked (plus the foreign-key paths
      between them), as the prepare stage does for training prompts, using the
      prepare: settings of params.yaml when there is one (see --params);
-  3. the fine-tuned adapter writes SQL (greedy; with --num-samples N it samples
-     N queries, runs each, and keeps the answer most of them agree on);
+  3. the fine-tuned adapter, on the 16-bit base it was trained from (4-bit with
+     infer.load_in_4bit: true), writes SQL (greedy; with --num-samples N it
+     samples N queries, runs each, and keeps the answer most of them agree on);
   4. the SQL is shown (and, with --dialect, also translated with sqlglot);
   5. it runs read-only, in a worker process with a memory limit: the file is
      opened read-only and only one SELECT/WITH query is accepted (anything else
@@ -144,7 +145,7 @@ def generate_sql(row: dict[str, Any], args: argparse.Namespace) -> tuple[str, st
     n = args.num_samples or infer.num_samples
     max_new_tokens = args.max_new_tokens or infer.max_new_tokens
     t0 = time.perf_counter()
-    model, tokenizer = load_for_inference(args.adapter)
+    model, tokenizer = load_for_inference(args.adapter, load_in_4bit=infer.load_in_4bit)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     gen = generate(model, tokenizer, [row["prompt"]], batch_size=max(n, 1),

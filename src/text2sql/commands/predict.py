@@ -19,7 +19,8 @@ for the schema, as in the prepare stage). Without --db, lines may carry a
 "db_path", or be the prepare stage's own rows (with "prompt").
 
 Prompts are built like the prepare stage's (the prepare: settings of --params)
-and generation follows the infer: settings, which the options below override.
+and generation follows the infer: settings (infer.load_in_4bit included), which
+the options below override.
 Each output line holds id, db_id, question, raw (the model's text), sql (the
 query extracted from it) and seconds; with --num-samples N > 1 also the
 candidates and their votes.
@@ -45,7 +46,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
                    help="trained adapter folder (default: %(default)s)")
     p.add_argument("--metrics", type=Path, metavar="FILE",
-                   help="also write throughput metrics (JSON) here")
+                   help="also write metrics (JSON) here: throughput, and the base model "
+                        "and precision used")
     p.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="FILE",
                    help="prepare: and infer: settings to use when the file exists "
                         "(default: %(default)s)")
