@@ -65,42 +65,103 @@ class Server:
         return self.call("POST", path, body, headers={"Content-Type": "application/json"})
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_adapter, sample_dir, repo_root):
-    databases = tmp_path_factory.mktemp("serve") / "database"
-    shutil.copytree(sample_dir / "database", databases)
-    before = sha256s(databases)
+def start_server(databases: Path, options: list[str], cwd: Path) -> Server:
+    """``text2sql serve`` on a free port over ``databases``, once /healthz answers."""
     port = free_port()
-    log = (databases.parent / "serve.log").open("w")
+    log = databases.parent / f"serve-{port}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "text2sql.cli", "serve", "--databases", str(databases),
-         "--adapter", str(tiny_adapter), "--params", str(repo_root / "params.yaml"),
-         "--port", str(port), "--timeout", str(TIMEOUT_S), "--max-rows", str(MAX_ROWS),
-         "--max-body-kb", str(MAX_BODY_KB), "--sql-workers", "3", "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=repo_root)
+         "--port", str(port), "--log-level", "warning", *options],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=cwd)
     srv = Server(port, proc, databases)
     deadline = time.monotonic() + 180
     while True:
         try:
             if srv.call("GET", "/healthz")[0] == 200:
-                break
+                return srv
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail("text2sql serve did not start:\n"
-                        + (databases.parent / "serve.log").read_text()[-3000:])
+            pytest.fail(f"text2sql serve did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_adapter, sample_dir, repo_root):
+    databases = tmp_path_factory.mktemp("serve") / "database"
+    shutil.copytree(sample_dir / "database", databases)
+    before = sha256s(databases)
+    srv = start_server(databases, [
+        "--adapter", str(tiny_adapter), "--params", str(repo_root / "params.yaml"),
+        "--timeout", str(TIMEOUT_S), "--max-rows", str(MAX_ROWS), "--max-body-kb",
+        str(MAX_BODY_KB), "--sql-workers", "3"], repo_root)
     yield srv
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    srv.proc.terminate()
+    srv.proc.wait(timeout=30)
     assert sha256s(databases) == before, "a served database changed"
 
 
 def rows_of(db: Path, sql: str) -> list[list]:
     with sqlite3.connect(db) as conn:
         return [list(r) for r in conn.execute(sql)]
+
+
+# --- without a server ---------------------------------------------------------------------
+
+def test_the_catalog_serves_listed_names_only(tmp_path):
+    from text2sql.serve.app import Catalog, UnknownDatabase
+
+    folder = tmp_path / "dbs"
+    (folder / "spider").mkdir(parents=True)
+    (folder / "empty").mkdir()
+    for path in (folder / "spider" / "spider.sqlite", folder / "flat.sqlite",
+                 tmp_path / "outside.sqlite"):
+        sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
+    (folder / "notes.txt").write_text("not a database")
+    catalog = Catalog(folder)
+    assert sorted(catalog.names()) == ["flat", "spider"]
+    assert catalog.locate("spider") == folder / "spider" / "spider.sqlite"
+    for name in ("../outside", "..", "spider/spider", "/etc/passwd", "notes", "empty", "",
+                 "outside", "flat.sqlite"):
+        with pytest.raises(UnknownDatabase):
+            catalog.locate(name)
+
+
+def test_serve_refuses_to_start_without_an_adapter(tmp_path, capsys):
+    from text2sql.cli import main
+
+    assert main(["serve", "--adapter", str(tmp_path), "--databases", str(tmp_path)]) == 2
+    assert "no trained adapter" in capsys.readouterr().err
+    assert main(["serve", "--no-model", "--databases", str(tmp_path / "nope")]) == 2
+    assert "no such folder of SQLite databases (--databases)" in capsys.readouterr().err
+    assert main(["serve", "--no-model", "--timeout", "0"]) == 2
+
+
+def test_without_a_model_and_over_capacity(tmp_path, sample_dir, repo_root):
+    """--no-model runs clients' SQL only; past --max-pending requests in flight: 429."""
+    databases = tmp_path / "database"
+    shutil.copytree(sample_dir / "database", databases)
+    srv = start_server(databases, ["--no-model", "--max-pending", "1", "--timeout", "2"],
+                       repo_root)
+    try:
+        status, body = srv.post("/v1/sql", {"db": "school", "question": "How many?"})
+        assert status == 503 and "--no-model" in body["error"]
+        runaway = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) " \
+                  "SELECT count(*) FROM c"
+        slow: dict = {}
+        thread = threading.Thread(target=lambda: slow.update(
+            answer=srv.post("/v1/sql", {"db": "school", "sql": runaway})[1]))
+        thread.start()
+        time.sleep(0.5)
+        status, body = srv.post("/v1/sql", {"db": "school", "sql": "SELECT 1"})
+        thread.join()
+        assert status == 429 and "--max-pending 1" in body["error"], body
+        assert slow["answer"]["error_kind"] == "timeout"
+        assert srv.post("/v1/sql", {"db": "school", "sql": "SELECT 1"})[1]["rows"] == [[1]]
+    finally:
+        srv.proc.terminate()
+        srv.proc.wait(timeout=30)
 
 
 # --- the API ---------------------------------------------------------------------------
@@ -293,7 +354,9 @@ def test_the_page_asks_the_school_database_and_shows_the_table(server, tmp_path)
         shown = page.locator("#result tbody tr").count() or page.inner_text("#error")
         assert shown, "neither a table nor an error after asking"
         # Edit the SQL and run it: the page shows exactly the database's rows.
+        assert page.is_hidden("#editor")
         page.click("#edit")
+        assert page.is_visible("#edit-sql")
         page.fill("#edit-sql", expected_sql)
         page.click("#run")
         page.wait_for_function(

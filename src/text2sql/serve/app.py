@@ -130,7 +130,7 @@ class Generator:
         self.max_batch = max_batch
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.batches: list[int] = []  # sizes of the batches generated, newest last (bounded)
+        self.batches: list[int] = []  # sizes of the last 1000 batches generated
 
     async def write(self, prompt: list[dict[str, str]], num_samples: int) -> list[Any]:
         """The generation for one prompt (waits its turn in the queue)."""
@@ -381,9 +381,12 @@ def create_app(settings: ServeSettings) -> Any:
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, Any]:
         """Alive, with what is loaded and how busy it is."""
+        batches = generator.batches if generator else []
         return {"status": "ok", "model": str(settings.adapter) if generator else None,
                 "databases": len(catalog.names()), "in_flight": in_flight[0],
-                "queued": generator.queue.qsize() if generator else 0}
+                "queued": generator.queue.qsize() if generator else 0,
+                "recent_batches": len(batches),
+                "mean_batch_size": round(sum(batches) / len(batches), 2) if batches else None}
 
     @app.get("/v1/databases", tags=["databases"])
     async def databases() -> dict[str, Any]:

@@ -131,7 +131,9 @@ async function request(body, busyText) {
 function ask(event) {
   event.preventDefault();
   const question = $("question").value.trim();
-  if (question) request({ question }, "Writing SQL…");
+  if (!question) return;
+  $("editor").hidden = true;
+  request({ question }, "Writing SQL…");
 }
 
 function editSql() {
