@@ -1,0 +1,92 @@
+"""``text2sql serve``: an HTTP API and a web page to ask a folder of SQLite databases."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION = """\
+Serve a folder of SQLite databases: an HTTP API (JSON, OpenAI-compatible chat
+completions too) and a web page to pick a database, ask, and see the SQL and
+the result table.
+
+Every question goes the way of `text2sql ask`: schema linking, the prepare
+stage's prompt, the adapter, SQL extraction, then the read-only runner (one
+SELECT/WITH query, the file opened read-only, a time limit, a row cap).
+The model loads once; questions are queued and those waiting together are
+generated as one batch; queries run in a pool of --sql-workers threads.
+Databases are served by name only (<folder>/<db>/<db>.sqlite or
+<folder>/<db>.sqlite): anything else is a 404.
+"""
+
+EPILOG = """\
+examples:
+  text2sql serve                                   # data/sample/database, models/adapter
+  text2sql serve --databases ./dbs --adapter models/adapter --port 8080
+  text2sql serve --databases ./dbs --no-model      # only run SQL sent by clients
+  curl -s localhost:8000/v1/sql -d '{"db": "school", "question": "How many students are there?"}'
+
+then open http://127.0.0.1:8000 (the page) or http://127.0.0.1:8000/docs (the API).
+"""
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve", help="an HTTP API and a web page to ask a folder of SQLite databases",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--databases", type=Path, default=Path("data/sample/database"), metavar="DIR",
+                   help="folder of SQLite databases, served by name (default: %(default)s)")
+    p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
+                   help="trained adapter folder (default: %(default)s, the train stage's output)")
+    p.add_argument("--no-model", action="store_true",
+                   help="load no model: clients send their own SQL (field 'sql')")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s; 0.0.0.0 for every one)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="FILE",
+                   help="prepare: and infer: settings to use when the file exists "
+                        "(default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="time limit of each query, inside SQLite (default: %(default)s)")
+    p.add_argument("--max-rows", type=int, default=1000, metavar="N",
+                   help="rows per answer at most (default: %(default)s)")
+    p.add_argument("--sql-workers", type=int, default=4, metavar="N",
+                   help="queries running at once (default: %(default)s)")
+    p.add_argument("--max-pending", type=int, default=64, metavar="N",
+                   help="requests in flight before new ones get 429 (default: %(default)s)")
+    p.add_argument("--max-batch", type=int, default=8, metavar="N",
+                   help="questions generated together at most (default: %(default)s)")
+    p.add_argument("--max-body-kb", type=int, default=64, metavar="KB",
+                   help="largest request body (default: %(default)s KB; larger: 413)")
+    p.add_argument("--log-level", default="info",
+                   choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn's log level (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from text2sql.io import DataError
+    from text2sql.serve.app import ServeSettings, create_app
+
+    for name in ("timeout", "max_rows", "sql_workers", "max_pending", "max_batch", "max_body_kb"):
+        if getattr(args, name) <= 0:
+            raise DataError(f"--{name.replace('_', '-')} must be > 0")
+    if not args.no_model and not (args.adapter / "adapter_config.json").is_file():
+        raise DataError(f"{args.adapter}: no trained adapter (adapter_config.json); run "
+                        "`dvc repro train` (or `dvc pull`), pass --adapter DIR, or --no-model "
+                        "to serve only SQL sent by clients")
+    settings = ServeSettings(
+        databases=args.databases, adapter=None if args.no_model else args.adapter,
+        params=args.params, timeout_s=args.timeout, max_rows=args.max_rows,
+        sql_workers=args.sql_workers, max_pending=args.max_pending, max_batch=args.max_batch,
+        max_body_bytes=args.max_body_kb * 1024)
+    app = create_app(settings)
+    print(f"text2sql serve: http://{args.host}:{args.port} (page), "
+          f"http://{args.host}:{args.port}/docs (API); Ctrl-C stops", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=5)
+    return 0
