@@ -33,7 +33,8 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 
 from text2sql.io import DataError
-from text2sql.questions import SQLITE_SUFFIXES, Databases, find_sqlite
+from text2sql.questions import question_databases, read_schema
+from text2sql.schema import SQLITE_SUFFIXES, find_database
 
 if TYPE_CHECKING:
     from text2sql.execution import ExecResult
@@ -88,8 +89,8 @@ class Catalog:
     def __init__(self, folder: Path):
         if not folder.is_dir():
             raise DataError(f"{folder}: no such folder of SQLite databases (--databases)")
-        self.databases = Databases(folder)
-        self.folder: Path = self.databases.folder  # type: ignore[assignment]
+        self.databases = question_databases(folder)
+        self.folder: Path = self.databases.db_dir  # type: ignore[union-attr]
 
     def names(self) -> dict[str, Path]:
         """Every database in the folder now, by name (listed anew: files may come and go)."""
@@ -98,7 +99,7 @@ class Catalog:
             if not DB_NAME.fullmatch(entry.name):
                 continue
             if entry.is_dir():
-                path = find_sqlite(self.folder, entry.name)
+                path = find_database(self.folder, entry.name)
                 if path is not None:
                     found[entry.name] = path
             elif entry.suffix in SQLITE_SUFFIXES and entry.is_file():
@@ -115,7 +116,9 @@ class Catalog:
 
     def schema(self, name: str) -> tuple[Path, Schema]:
         path = self.locate(name)
-        return path, self.databases.schema(name, path)
+        # tables.json's schema when it has this database (as the prepare stage), else the file's
+        schemas = self.databases.schemas
+        return path, schemas[name] if name in schemas else read_schema(path, name)
 
 
 class Generator:
