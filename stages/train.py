@@ -41,11 +41,16 @@ def main(params: TrainParams) -> None:
     with atomic_path(OUT_DIR, is_dir=True) as tmp:
         metrics = train(params, rows, tmp, checkpoint_dir=CHECKPOINT_DIR, live_dir=LIVE_DIR)
         write_model_card(tmp, params, TRAIN_FILE, metrics)
-        write_provenance(tmp / PROVENANCE_FILE, [TRAIN_FILE], params=params.model_dump())
+        write_provenance(tmp / PROVENANCE_FILE, [TRAIN_FILE], params=params.model_dump(),
+                         model={"base_model": params.model_name,
+                                "loaded_model": metrics["loaded_model"],
+                                "load_in_4bit": params.load_in_4bit,
+                                "precision": metrics["precision"]})
     write_json(METRICS, metrics)
     if os.environ.get("SM_MODEL_DIR"):
         shutil.copytree(OUT_DIR, os.environ["SM_MODEL_DIR"], dirs_exist_ok=True)
-    print(f"train: {metrics['backend']} on {metrics['device']}, {metrics['steps']} steps, final "
+    print(f"train: {metrics['backend']} on {metrics['device']} in {metrics['precision']}, "
+          f"{metrics['steps']} steps, final "
           f"loss {metrics['final_loss']}, {metrics['wall_s']} s -> {OUT_DIR}")
 
 

@@ -28,7 +28,8 @@ from text2sql.provenance import (collect_provenance, data_hash, dir_md5, file_md
 # Fields that measure time, throughput or memory, wherever they appear (metrics/*.json,
 # prediction and result rows, plot tables). Anything else must be identical.
 TIMING_FIELDS = frozenset({
-    "wall_s", "train_runtime_s", "tokens_per_s", "peak_memory_mb",  # metrics/train.json
+    "wall_s", "train_runtime_s", "tokens_per_s", "real_tokens_per_s",  # metrics/train.json
+    "peak_memory_mb",
     "sequences_per_s", "questions_per_s", "generated_tokens_per_s",  # metrics/infer.json
     "generate_s", "load_s",
     "seconds",  # per row of data/predictions/eval.jsonl and data/evaluation/results.jsonl

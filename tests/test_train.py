@@ -11,7 +11,8 @@ import time
 import pytest
 
 from tests.pipeline_run import copy_source, env, run
-from text2sql.training import IGNORE_INDEX, find_resumable_checkpoint, tokenize_example, tokenize_rows
+from text2sql.answer_masking import IGNORE_INDEX, tokenize_example, tokenize_rows
+from text2sql.checkpoints import find_resumable_checkpoint
 
 PROMPT = [{"role": "system", "content": "You translate questions into SQLite queries."},
           {"role": "user", "content": "Schema:\nCREATE TABLE t (a INT);\n\nQuestion: How many rows?"}]

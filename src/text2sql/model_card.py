@@ -11,8 +11,9 @@ from text2sql.io import write_text
 from text2sql.params import TrainParams
 
 
-# Left out of the card so that the same training gives the same bytes (timings vary).
-TIMING_METRICS = frozenset({"tokens_per_s", "train_runtime_s", "wall_s", "peak_memory_mb"})
+# Runtime measurements (time, throughput, memory) are left out of the card, so that the same
+# training gives the same bytes.
+RUNTIME_METRIC_SUFFIXES = ("_s", "_mb")  # _per_s ends in _s
 
 
 def file_sha256(path: str | Path) -> str:
@@ -49,6 +50,9 @@ def write_model_card(adapter_dir: Path, params: TrainParams, train_file: Path,
         "",
         f"- Base model: `{params.model_name}` (revision: {base_model_revision(adapter_dir)})",
         f"- Training data: `{train_file}` (sha256 `{file_sha256(train_file)}`)",
+        f"- Loaded for training: `{metrics.get('loaded_model', params.model_name)}` "
+        f"(load_in_4bit: {str(params.load_in_4bit).lower()}), computing in "
+        f"{metrics.get('precision')}",
         f"- Backend: {metrics.get('backend')} on {metrics.get('device')}",
         "",
         "## Parameters",
@@ -61,7 +65,7 @@ def write_model_card(adapter_dir: Path, params: TrainParams, train_file: Path,
         "",
         "| metric | value |",
         "| --- | --- |",
-        *(f"| {k} | {v} |" for k, v in metrics.items() if k not in TIMING_METRICS),
+        *(f"| {k} | {v} |" for k, v in metrics.items() if not k.endswith(RUNTIME_METRIC_SUFFIXES)),
         "",
     ]
     if params.model_name.startswith("builtin:"):

@@ -128,10 +128,13 @@ def accelerator() -> dict[str, Any]:
 
 
 def collect_provenance(inputs: Iterable[str | Path], *, params: Mapping[str, Any] | None = None,
+                       model: Mapping[str, Any] | None = None,
                        repo_dir: str | Path = ".") -> dict[str, Any]:
     """The provenance record of a run that read ``inputs`` (files or folders) with ``params``.
 
     Input paths are recorded as given (relative to the repository root, as in dvc.yaml).
+    ``model`` says which base model was named and which checkpoint was loaded (with
+    ``load_in_4bit`` Unsloth loads its pre-quantized ``-bnb-4bit`` copy).
     """
     record: dict[str, Any] = {
         "text2sql": __version__,
@@ -144,13 +147,16 @@ def collect_provenance(inputs: Iterable[str | Path], *, params: Mapping[str, Any
     }
     if params is not None:
         record["params"] = dict(params)
+    if model is not None:
+        record["model"] = dict(model)
     return record
 
 
 def write_provenance(path: str | Path, inputs: Iterable[str | Path], *,
                      params: Mapping[str, Any] | None = None,
+                     model: Mapping[str, Any] | None = None,
                      repo_dir: str | Path = ".") -> dict[str, Any]:
     """Collect the provenance record (see :func:`collect_provenance`) and write it atomically."""
-    record = collect_provenance(inputs, params=params, repo_dir=repo_dir)
+    record = collect_provenance(inputs, params=params, model=model, repo_dir=repo_dir)
     write_json(path, record)
     return record

@@ -1,0 +1,71 @@
+"""Batches of tokenized examples: padding-free (flattened) or padded, and what they cost.
+
+Padding-free batching concatenates a batch's examples into one row and restarts the
+position ids at 0 for each example. transformers (5.x) turns position ids that restart
+into a block-diagonal causal mask for the ``sdpa`` and ``eager`` attention (see
+``masking_utils.find_packed_sequence_indices``), and flash attention reads the same
+boundaries, so no token attends to another example: each example's loss is the one it
+has alone (``tests/test_batching.py`` checks it). Nothing is padded, so no compute is
+spent on pad tokens. Padded batches pad to the batch's longest example.
+
+Light module: transformers loads when a collator is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from text2sql.answer_masking import IGNORE_INDEX
+
+
+def make_collator(tokenizer: Any, padding_free: bool) -> Callable[[list[dict]], dict]:
+    """The collator for ``{"input_ids", "labels"}`` examples: flattened or padded."""
+    if padding_free:
+        from transformers import DataCollatorWithFlattening
+
+        # Its separator masks each example's first label: always a prompt token here.
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+
+
+@dataclass
+class TokenCount:
+    """Tokens in the batches a run processed: all positions, and the real (non-pad) ones."""
+
+    processed: int = 0
+    real: int = 0
+
+    @property
+    def padding(self) -> int:
+        return self.processed - self.real
+
+    @property
+    def padding_share(self) -> float:
+        """Share of processed positions that were padding (0.0 when nothing was processed)."""
+        return self.padding / self.processed if self.processed else 0.0
+
+
+class CountingCollator:
+    """Wraps a collator and counts the tokens of every batch it makes.
+
+    Batches a resumed run skips are never collated, so after a resume the count covers
+    the part of the run this process did. A batch without an attention mask (flattened)
+    has no padding.
+    """
+
+    def __init__(self, collator: Callable[[list[dict]], dict]):
+        self.collator = collator
+        self.count = TokenCount()
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.collator(features)
+        ids = batch["input_ids"]
+        self.count.processed += int(ids.numel())
+        mask = batch.get("attention_mask")
+        self.count.real += int(mask.sum()) if mask is not None else int(ids.numel())
+        return batch
+
