@@ -13,7 +13,7 @@ import sys
 from text2sql import __version__
 from text2sql.io import DataError
 
-COMMANDS = ("ask", "predict", "evaluate", "report")
+COMMANDS = ("ask", "predict", "evaluate", "report", "preset")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,14 +29,15 @@ MERGED_DIR = "merged"  # inside the adapter folder, with train.save_merged
 
 
 def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
-          checkpoint_dir: Path | None = None, live_dir: Path | None = None
-          ) -> dict[str, float | str]:
+          checkpoint_dir: Path | None = None, live_dir: Path | None = None,
+          callbacks: Sequence[Any] = ()) -> dict[str, float | str]:
     """Fine-tune on the prepared ``rows``; save the adapter and tokenizer to ``out_dir``.
 
     With ``checkpoint_dir``, a checkpoint is written every ``params.checkpoint_steps``
     steps and a run with the same params and data resumes from the last one. With
-    ``live_dir``, the training curve is logged there with DVCLive. Returns flat metrics
-    for ``metrics/train.json``.
+    ``live_dir``, the training curve is logged there with DVCLive. ``callbacks`` are
+    transformers ``TrainerCallback`` objects (the benches time steps with one). Returns
+    flat metrics for ``metrics/train.json``.
     """
     start = time.perf_counter()
     backend = resolve_backend(params.backend)
@@ -63,7 +64,8 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
     trainer = build_trainer(params, backend, model, tokenizer, dataset,
                             output_dir=checkpoint_dir or out_dir / ".trainer",
                             save_checkpoints=checkpoint_dir is not None,
-                            callbacks=[live_callback(live_dir, resume_step)] if live_dir else [])
+                            callbacks=[*callbacks, *([live_callback(live_dir, resume_step)]
+                                                     if live_dir else [])])
     check_mixed_precision(trainer, loaded.precision)
     counter = CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
@@ -92,6 +94,7 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
         "train_examples": len(examples),
         "dropped_too_long": dropped,
         "longest_example_tokens": longest,
+        "train_tokens": round(sum(len(e.input_ids) for e in examples) * params.epochs),
         "steps": trainer.state.global_step,
         "resumed_from_step": resume_step or 0,
         "padding_share": round(tokens.padding_share, 4),
