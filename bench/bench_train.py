@@ -6,7 +6,8 @@
 
 Each run trains the same model (made from a config: no hub download) on the same prepared
 examples for one epoch, in its own process (Unsloth patches transformers when imported).
-Prints, per backend and batching, the padding share, tokens/s over all processed positions
+Prints, per backend and batching (padded in random order, padded in batches grouped by
+length, padding-free), the padding share, tokens/s over all processed positions
 and over real tokens only, the real tokens/s after the first steps (compilation and warm-up
 left out), peak memory and the final loss.
 """
@@ -28,6 +29,7 @@ SIZES = {
                   num_attention_heads=12, num_key_value_heads=4, vocab_size=4096),
 }
 WARMUP_SHARE = 0.25  # steps left out of the steady-state figure
+BATCHINGS = ("padded", "grouped by length", "padding-free")
 
 
 def step_timer():
@@ -67,7 +69,8 @@ def worker(args: argparse.Namespace) -> None:
     params = load_params("train").model_copy(update={
         "backend": args.backend, "epochs": 1.0, "load_in_4bit": args.four_bit,
         "builtin": BuiltinModelParams(**SIZES[args.size]), "gradient_checkpointing": args.gc,
-        "padding_free": args.padding_free == "on"})
+        "padding_free": args.batching == "padding-free",
+        "group_by_length": args.batching == "grouped by length"})
     timer = step_timer()
     with tempfile.TemporaryDirectory() as out:
         metrics = train(params, rows, Path(out), callbacks=[timer])
@@ -76,9 +79,9 @@ def worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(metrics))
 
 
-def run_one(args: argparse.Namespace, backend: str, padding_free: bool) -> dict:
+def run_one(args: argparse.Namespace, backend: str, batching: str) -> dict:
     cmd = [sys.executable, __file__, "--backend", backend, "--size", args.size,
-           "--examples", str(args.examples), "--padding-free", "on" if padding_free else "off"] \
+           "--examples", str(args.examples), "--batching", batching] \
         + (["--4bit"] if args.four_bit else []) + (["--gc"] if args.gc else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -88,13 +91,13 @@ def run_one(args: argparse.Namespace, backend: str, padding_free: bool) -> dict:
     return json.loads(line[-1][7:])
 
 
-def table(results: dict[tuple[str, bool], dict]) -> list[str]:
+def table(results: dict[tuple[str, str], dict]) -> list[str]:
     lines = ["| backend | batches | padding share | tokens/s | real tokens/s | "
              "real tokens/s after warm-up | peak memory (MiB) | train s | final loss |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for (backend, free), r in results.items():
+    for (backend, batching), r in results.items():
         lines.append(
-            f"| {backend} | {'padding-free' if free else 'padded'} | {r['padding_share']:.3f} | "
+            f"| {backend} | {batching} | {r['padding_share']:.3f} | "
             f"{r['tokens_per_s']:.0f} | {r['real_tokens_per_s']:.0f} | "
             f"{r['steady_real_tokens_per_s']:.0f} | {r['peak_memory_mb']:.0f} | "
             f"{r['train_runtime_s']:.1f} | {r['final_loss']:.3f} |")
@@ -109,23 +112,23 @@ def main() -> None:
     ap.add_argument("--4bit", dest="four_bit", action="store_true", help="QLoRA (CUDA only)")
     ap.add_argument("--gc", action="store_true", help="gradient checkpointing")
     ap.add_argument("--backend", choices=["unsloth", "peft"], help=argparse.SUPPRESS)
-    ap.add_argument("--padding-free", choices=["on", "off"], help=argparse.SUPPRESS)
+    ap.add_argument("--batching", choices=BATCHINGS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.backend:
         worker(args)
         return
-    results = {(backend, free): run_one(args, backend, free)
-               for backend in args.backends.split(",") for free in (False, True)}
+    results = {(backend, batching): run_one(args, backend, batching)
+               for backend in args.backends.split(",") for batching in BATCHINGS}
     first = next(iter(results.values()))
     print(f"\nmodel: built-in {args.size}, {args.examples} examples, 1 epoch, device "
           f"{first['device']} ({first['precision']}), 4-bit {args.four_bit}\n")
     print("\n".join(table(results)))
     for backend in args.backends.split(","):
-        padded, free = results[backend, False], results[backend, True]
+        padded, free = results[backend, "padded"], results[backend, "padding-free"]
         print(f"\n{backend}: padding-free / padded real tokens/s "
               f"{free['real_tokens_per_s'] / padded['real_tokens_per_s']:.2f}x")
     if {"unsloth", "peft"} <= set(args.backends.split(",")):
-        u, p = results["unsloth", True], results["peft", True]
+        u, p = results["unsloth", "padding-free"], results["peft", "padding-free"]
         print(f"Unsloth / PEFT (padding-free) real tokens/s: "
               f"{u['real_tokens_per_s'] / p['real_tokens_per_s']:.2f}x; "
               f"peak memory: {u['peak_memory_mb'] / p['peak_memory_mb']:.2f}x")

@@ -60,3 +60,14 @@ def test_adapter_config_names_the_model_the_user_named_not_the_4bit_copy(tmp_pat
     params = TrainParams(model_name="unsloth/Qwen2.5-Coder-1.5B-Instruct", load_in_4bit=True)
     assert loaded_model_name(params, loaded) == loaded
     assert loaded_model_name(TrainParams(), "/tmp/xyz/base_model") == "builtin:tiny-qwen2"
+
+
+def test_training_modules_import_without_torch():
+    """The train loop's modules load torch, transformers and Unsloth only when they run."""
+    import subprocess
+    import sys
+
+    code = ("import sys, text2sql.training, text2sql.presets, text2sql.cli; "
+            "print(sorted(m for m in ('torch', 'transformers', 'unsloth', 'dvc') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -141,6 +141,10 @@ def load_lora_model(params: TrainParams, backend: str, model_path: str,
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
             target_modules=list(lora.target_modules), modules_to_save=modules_to_save,
             ensure_weight_tying=bool(tied and modules_to_save), task_type="CAUSAL_LM"))
+        if compute_precision() == "float16":  # fp16 mixed precision needs fp32 trained weights
+            for param in model.parameters():
+                if param.requires_grad:
+                    param.data = param.data.float()
     if not params.load_in_4bit:
         found = model.get_input_embeddings().weight.dtype
         if found != dtype:

@@ -90,6 +90,7 @@ class TrainParams(Section):
     gradient_checkpointing: bool = False
     packing: bool = False
     padding_free: bool = True
+    group_by_length: bool = False  # batches of similar lengths (less padding when not padding-free)
     seed: int = 0
     logging_steps: int = Field(10, ge=1)
     checkpoint_steps: int = Field(100, ge=1)

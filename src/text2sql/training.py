@@ -137,6 +137,7 @@ def build_trainer(params: TrainParams, backend: str, model: Any, tokenizer: Any,
         report_to="none",
         use_cpu=not cuda,
         disable_tqdm=False,
+        train_sampling_strategy="group_by_length" if params.group_by_length else "random",
         **trainer_precision_flags(),
     )
     if backend == "peft" and not cuda:
