@@ -82,6 +82,7 @@ def train_worker(args: argparse.Namespace) -> None:
         import unsloth  # noqa: F401
     from bench_train import step_timer, steady_real_tokens_per_s
 
+    from text2sql.lora_model import unsloth_packed_attention
     from text2sql.params import LoraParams, load_params
     from text2sql.prepare import prepare_in_memory
     from text2sql.training import train
@@ -100,24 +101,6 @@ def train_worker(args: argparse.Namespace) -> None:
         steady_real_tokens_per_s(timer.ends, metrics["train_tokens"]), 1)
     metrics["attention"] = unsloth_packed_attention() if args.backend == "unsloth" else "sdpa"
     print("RESULT " + json.dumps(metrics))
-
-
-def unsloth_packed_attention() -> str:
-    """The kernel Unsloth runs padding-free batches with (its private dispatch; may move).
-
-    Without FlashAttention, xformers or torch's varlen kernel (torch 2.12+), Unsloth runs
-    SDPA once per example per layer: host-bound on a fast GPU, and the likely reason it
-    lost to PEFT on the H200 image that had torch 2.11 and no xformers.
-    """
-    try:
-        from unsloth.utils import attention_dispatch as dispatch
-    except ImportError:
-        return "unknown"
-    backend = dispatch.select_attention_backend(use_varlen=True)
-    if backend == dispatch.SDPA:
-        varlen = getattr(dispatch, "_TORCH_VARLEN_ATTN", None) is not None
-        return "sdpa (torch varlen)" if varlen else "sdpa (one call per example)"
-    return str(backend)
 
 
 def run_training(model: Path, backend: str, examples: int, out: Path, padding_free: bool

@@ -2,7 +2,7 @@
 
     dvc repro train
     dvc exp run -S train.epochs=3
-    dvc exp run -S train.model_name=unsloth/Qwen2.5-Coder-1.5B-Instruct -S train.load_in_4bit=true
+    text2sql preset qwen2.5-coder-1.5b && dvc exp run   # a real model (QLoRA, CUDA)
     python stages/train.py              # the same, outside DVC
 
 Reads the ``train:`` section of params.yaml and ``data/prepared/train.jsonl``. Writes the

@@ -109,7 +109,6 @@ def load_lora_model(params: TrainParams, backend: str, model_path: str,
             use_gradient_checkpointing=gradient_checkpointing,
         )
         tied = _has_tied_embeddings(model)
-        UNSLOTH_TEMPORARY_DIR.mkdir(parents=True, exist_ok=True)
         model = FastLanguageModel.get_peft_model(
             model,
             r=lora.r,
@@ -164,6 +163,29 @@ def _loaded_name(model: Any, model_path: str) -> str:
     """The checkpoint the weights came from (PEFT records it; Unsloth may have renamed it)."""
     config = getattr(model, "peft_config", {}).get("default")
     return getattr(config, "base_model_name_or_path", None) or model_path
+
+
+PER_EXAMPLE_SDPA = "sdpa (one call per example)"
+
+
+def unsloth_packed_attention() -> str:
+    """The kernel Unsloth runs padding-free batches with on this GPU (its private dispatch).
+
+    FlashAttention, xformers or torch's varlen kernel (torch 2.12+) take a whole flattened
+    batch in one call; without any of them Unsloth calls SDPA once per example per layer,
+    which leaves a fast GPU waiting on Python (``unsloth.utils.attention_dispatch``).
+    ``unknown`` where that module has moved.
+    """
+    try:
+        from unsloth.utils import attention_dispatch as dispatch
+
+        backend = dispatch.select_attention_backend(use_varlen=True)
+        if backend != dispatch.SDPA:
+            return str(backend)
+        varlen = getattr(dispatch, "_TORCH_VARLEN_ATTN", None) is not None
+    except (ImportError, AttributeError):
+        return "unknown"
+    return "sdpa (torch varlen)" if varlen else PER_EXAMPLE_SDPA
 
 
 def trainer_precision_flags() -> dict[str, bool]:

@@ -18,8 +18,9 @@ from text2sql.answer_masking import tokenize_rows
 from text2sql.batching import CountingCollator, make_collator
 from text2sql.checkpoints import checkpoint_step, prepare_checkpoints, remove_checkpoints
 from text2sql.io import DataError
-from text2sql.lora_model import (UNSLOTH_TEMPORARY_DIR, has_cuda, load_lora_model, load_tokenizer,
-                                 resolve_backend, trainer_precision_flags)
+from text2sql.lora_model import (PER_EXAMPLE_SDPA, UNSLOTH_TEMPORARY_DIR, has_cuda, load_lora_model,
+                                 load_tokenizer, resolve_backend, trainer_precision_flags,
+                                 unsloth_packed_attention)
 from text2sql.params import TrainParams
 from text2sql.tiny_model import (BASE_MODEL_DIR, build_tiny_model, check_builtin_name, is_builtin,
                                  training_texts)
@@ -88,7 +89,6 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
         "device": "cuda" if has_cuda() else "cpu",
         "precision": loaded.precision,
         "loaded_model": loaded_model_name(params, loaded.loaded_model),
-        "padding_free": params.padding_free,
         "final_loss": round(losses[-1], 4) if losses else round(float(result.training_loss), 4),
         "train_loss": round(float(result.training_loss), 4),
         "train_examples": len(examples),
@@ -154,6 +154,11 @@ def build_trainer(params: TrainParams, backend: str, model: Any, tokenizer: Any,
                        data_collator=make_collator(tokenizer, params.padding_free))
     if cuda:
         padding_free = params.padding_free and not params.packing
+        if padding_free and backend == "unsloth" and unsloth_packed_attention() == PER_EXAMPLE_SDPA:
+            print("train: Unsloth has no FlashAttention, xformers or torch varlen kernel here and "
+                  "would run attention once per example; using padded batches grouped by length")
+            padding_free = False
+            common["train_sampling_strategy"] = "group_by_length"
         # TRL enforces max_length only by truncating; the examples are already filtered.
         config = SFTConfig(**common, packing=params.packing, padding_free=padding_free,
                            max_length=None if padding_free else params.max_seq_length,
