@@ -7,7 +7,7 @@
 2. QLoRA training throughput, Unsloth vs plain PEFT, at the layer shapes of
    Qwen2.5-Coder-1.5B-Instruct and -7B-Instruct with their real vocabularies (151,936 and
    152,064 rows), random weights made from a config on the GPU (no download), 4-bit base,
-   padding-free batches, the sample data's prompts. The 7B shape keeps fewer layers
+   ``train.batching`` (``--batching``, default auto: padding-free), the sample data's prompts. The 7B shape keeps fewer layers
    (``--layers-7b``) so that its checkpoint is written and quantized in seconds; tokens/s
    scale with the layer count. Printed per run: tokens/s, real tokens/s, real tokens/s
    after warm-up (compilation left out), peak memory; then Unsloth/PEFT ratios against
@@ -92,7 +92,7 @@ def train_worker(args: argparse.Namespace) -> None:
     params = load_params("train", REPO / "params.yaml").model_copy(update={
         "model_name": str(args.model), "backend": args.backend, "epochs": 1.0,
         "load_in_4bit": True, "learning_rate": 2.0e-4, "batch_size": BATCH_SIZE,
-        "max_seq_length": None, "padding_free": args.padding_free == "on",
+        "max_seq_length": None, "batching": args.batching,
         "lora": LoraParams(modules_to_save=[]), "logging_steps": 5})
     timer = step_timer()
     out = Path(args.out)
@@ -103,11 +103,11 @@ def train_worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(metrics))
 
 
-def run_training(model: Path, backend: str, examples: int, out: Path, padding_free: bool
+def run_training(model: Path, backend: str, examples: int, out: Path, batching: str
                  ) -> dict | str:
     cmd = [sys.executable, __file__, "--worker", "--backend", backend, "--model", str(model),
            "--examples", str(examples), "--out", str(out),
-           "--padding-free", "on" if padding_free else "off"]
+           "--batching", batching]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode != 0 or not line:
@@ -116,14 +116,15 @@ def run_training(model: Path, backend: str, examples: int, out: Path, padding_fr
 
 
 def training_table(results: dict[tuple[str, str], dict | str]) -> list[str]:
-    lines = ["| shape | backend | attention | tokens/s | real tokens/s | "
+    lines = ["| shape | backend | attention | batching | tokens/s | real tokens/s | "
              "real tokens/s after warm-up | padding share | peak memory (MiB) | final loss |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (shape, backend), r in results.items():
         if isinstance(r, str):
-            lines.append(f"| {shape} | {backend} | {r.splitlines()[0][:80]} | | | | | | |")
+            lines.append(f"| {shape} | {backend} | {r.splitlines()[0][:80]} | | | | | | | |")
             continue
-        lines.append(f"| {shape} | {backend} | {r.get('attention', '')} | {r['tokens_per_s']:,.0f} | "
+        lines.append(f"| {shape} | {backend} | {r.get('attention', '')} | {r.get('batching', '')} | "
+                     f"{r['tokens_per_s']:,.0f} | "
                      f"{r['real_tokens_per_s']:,.0f} | {r['steady_real_tokens_per_s']:,.0f} | "
                      f"{r['padding_share']:.3f} | {r['peak_memory_mb']:,.0f} | "
                      f"{r['final_loss']:.3f} |")
@@ -173,7 +174,9 @@ def main() -> int:
     ap.add_argument("--backend", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
-    ap.add_argument("--padding-free", default="on", help=argparse.SUPPRESS)
+    ap.add_argument("--batching", default="auto",
+                    help="train.batching: auto (padding-free unless Unsloth lacks a kernel for "
+                         "it), padding_free, grouped or padded")
     args = ap.parse_args()
     if args.worker:
         train_worker(args)
@@ -209,12 +212,13 @@ def main() -> int:
                     results[shape, backend] = "skipped: time budget"
                     continue
                 out = Path(tmp) / f"{shape}-{backend}"
-                results[shape, backend] = run_training(model, backend, args.examples, out, True)
+                results[shape, backend] = run_training(model, backend, args.examples, out,
+                                                      args.batching)
                 if shape == "1.5b" and backend == "unsloth" and isinstance(results[shape, backend], dict):
                     adapter_for_generation = out
         layers_note = f", 7b with {args.layers_7b} of 28 layers" if "7b" in args.shapes else ""
         print(f"\n## QLoRA training, {args.examples} examples, batch {BATCH_SIZE}, "
-              f"padding-free{layers_note}\n")
+              f"batching {args.batching}{layers_note}\n")
         print("\n".join(training_table(results)))
         print("\n" + "\n".join(goal_lines(results)))
         if not args.skip_generation and adapter_for_generation is not None:

@@ -38,13 +38,13 @@ def test_shapes_have_the_real_models_parameter_counts(bench_gpu, shape, billions
 
 
 def test_tables_and_goals_print_for_results_and_failures(bench_gpu):
-    run = {"attention": "xformers", "tokens_per_s": 50000.0, "real_tokens_per_s": 50000.0, "steady_real_tokens_per_s": 60000.0,
+    run = {"attention": "xformers", "batching": "padding_free", "tokens_per_s": 50000.0, "real_tokens_per_s": 50000.0, "steady_real_tokens_per_s": 60000.0,
            "padding_share": 0.0, "peak_memory_mb": 4000.0, "final_loss": 11.9}
     results = {("1.5b", "unsloth"): run,
                ("1.5b", "peft"): dict(run, steady_real_tokens_per_s=30000.0, peak_memory_mb=9000.0),
                ("7b", "unsloth"): "failed: CUDA out of memory", ("7b", "peft"): "skipped: time budget"}
     table = "\n".join(bench_gpu.training_table(results))
-    assert "| 1.5b | unsloth | xformers | 50,000 | 50,000 | 60,000 | 0.000 | 4,000 | 11.900 |" in table
+    assert "| 1.5b | unsloth | xformers | padding_free | 50,000 | 50,000 | 60,000 | 0.000 | 4,000 | 11.900 |" in table
     assert "failed: CUDA out of memory" in table
     goals = "\n".join(bench_gpu.goal_lines(results))
     assert "1.5b: Unsloth / PEFT real tokens/s after warm-up 2.00x, peak memory 0.44x" in goals

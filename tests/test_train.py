@@ -143,7 +143,7 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes(tmp_path):
     resumed_share = 1 - metrics["resumed_from_step"] / metrics["steps"]
     processed = metrics["real_tokens_per_s"] * metrics["train_runtime_s"]
     assert processed == pytest.approx(metrics["train_tokens"] * resumed_share, rel=0.3)
-    assert metrics["precision"] == "float32" and metrics["padding_share"] == 0.0
+    assert metrics["precision"] == "float32" and metrics["batching"] == "grouped"
     provenance = json.loads((repo / "models/adapter/provenance.json").read_text())
     assert provenance["model"] == {"base_model": "builtin:tiny-qwen2",
                                    "loaded_model": "builtin:tiny-qwen2",
@@ -172,8 +172,9 @@ def test_padding_free_batches_train_as_padded_ones_without_padding(tmp_path, pre
     params = load_params("train", repo_root / "params.yaml").model_copy(
         update={"backend": backend, "epochs": 1.0, "logging_steps": 1})
     rows = prepared_rows["train"][:16]
-    free = train(params, rows, tmp_path / "free")
-    padded = train(params.model_copy(update={"padding_free": False}), rows, tmp_path / "padded")
+    free = train(params.model_copy(update={"batching": "padding_free"}), rows, tmp_path / "free")
+    padded = train(params.model_copy(update={"batching": "padded"}), rows, tmp_path / "padded")
+    assert (free["batching"], padded["batching"]) == ("padding_free", "padded")
     assert free["precision"] == padded["precision"] == "float32"
     assert free["steps"] == padded["steps"] == 2
     assert free["train_loss"] == pytest.approx(padded["train_loss"], abs=2e-3)

@@ -108,6 +108,7 @@ def load_lora_model(params: TrainParams, backend: str, model_path: str,
             dtype=dtype,
             use_gradient_checkpointing=gradient_checkpointing,
         )
+        _check_dtype(model, params, backend)
         tied = _has_tied_embeddings(model)
         model = FastLanguageModel.get_peft_model(
             model,
@@ -132,6 +133,7 @@ def load_lora_model(params: TrainParams, backend: str, model_path: str,
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=dtype)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **kwargs)
+        _check_dtype(model, params, backend)
         tied = _has_tied_embeddings(model)
         if params.load_in_4bit:
             model = prepare_model_for_kbit_training(
@@ -144,13 +146,18 @@ def load_lora_model(params: TrainParams, backend: str, model_path: str,
             for param in model.parameters():
                 if param.requires_grad:
                     param.data = param.data.float()
-    if not params.load_in_4bit:
-        found = model.get_input_embeddings().weight.dtype
-        if found != dtype:
-            raise RuntimeError(f"train: {backend} loaded the model in {found}, not in "
-                               f"{compute_precision()} as this machine computes")
     return LoadedModel(model=model, loaded_model=_loaded_name(model, model_path),
                        precision=compute_precision(), tied_embeddings=tied)
+
+
+def _check_dtype(model: Any, params: TrainParams, backend: str) -> None:
+    """Fail when the base model's weights are not in the precision this machine computes in."""
+    from text2sql.precision import compute_dtype, compute_precision
+
+    found = model.get_input_embeddings().weight.dtype
+    if not params.load_in_4bit and found != compute_dtype():
+        raise RuntimeError(f"train: {backend} loaded the model in {found}, not in "
+                           f"{compute_precision()} as this machine computes")
 
 
 def _has_tied_embeddings(model: Any) -> bool:

@@ -89,8 +89,7 @@ class TrainParams(Section):
     weight_decay: float = Field(0.0, ge=0.0)
     gradient_checkpointing: bool = False
     packing: bool = False
-    padding_free: bool = True
-    group_by_length: bool = False  # batches of similar lengths (less padding when not padding-free)
+    batching: Literal["auto", "padding_free", "grouped", "padded"] = "auto"
     seed: int = 0
     logging_steps: int = Field(10, ge=1)
     checkpoint_steps: int = Field(100, ge=1)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from text2sql.answer_masking import tokenize_rows
-from text2sql.batching import CountingCollator, make_collator
+from text2sql.batching import CountingCollator, make_collator, resolve_batching
 from text2sql.checkpoints import checkpoint_step, prepare_checkpoints, remove_checkpoints
 from text2sql.io import DataError
 from text2sql.lora_model import (PER_EXAMPLE_SDPA, UNSLOTH_TEMPORARY_DIR, has_cuda, load_lora_model,
@@ -62,7 +62,8 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
     resume_from = (prepare_checkpoints(checkpoint_dir, params, rows)
                    if checkpoint_dir is not None else None)
     resume_step = checkpoint_step(resume_from) if resume_from else None
-    trainer = build_trainer(params, backend, model, tokenizer, dataset,
+    batching = choose_batching(params, backend)
+    trainer = build_trainer(params, backend, batching, model, tokenizer, dataset,
                             output_dir=checkpoint_dir or out_dir / ".trainer",
                             save_checkpoints=checkpoint_dir is not None,
                             callbacks=[*callbacks, *([live_callback(live_dir, resume_step)]
@@ -89,6 +90,7 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
         "device": "cuda" if has_cuda() else "cpu",
         "precision": loaded.precision,
         "loaded_model": loaded_model_name(params, loaded.loaded_model),
+        "batching": batching,
         "final_loss": round(losses[-1], 4) if losses else round(float(result.training_loss), 4),
         "train_loss": round(float(result.training_loss), 4),
         "train_examples": len(examples),
@@ -107,8 +109,20 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
     }
 
 
-def build_trainer(params: TrainParams, backend: str, model: Any, tokenizer: Any, dataset: Any, *,
-                  output_dir: Path, save_checkpoints: bool, callbacks: list) -> Any:
+def choose_batching(params: TrainParams, backend: str) -> str:
+    """``train.batching`` resolved for this machine (see :mod:`text2sql.batching`)."""
+    cuda = has_cuda()
+    per_example = (cuda and backend == "unsloth" and params.batching in ("auto", "padding_free")
+                   and unsloth_packed_attention() == PER_EXAMPLE_SDPA)
+    if per_example:
+        print("train: Unsloth has no FlashAttention, xformers or torch varlen kernel here: it "
+              "would run a padding-free batch's attention once per example"
+              + ("; using batches grouped by length" if params.batching == "auto" else ""))
+    return resolve_batching(params.batching, cuda, per_example)
+
+
+def build_trainer(params: TrainParams, backend: str, batching: str, model: Any, tokenizer: Any,
+                  dataset: Any, *, output_dir: Path, save_checkpoints: bool, callbacks: list) -> Any:
     """TRL's SFTTrainer, or transformers' Trainer for plain PEFT on the CPU.
 
     On the CPU the batches come from :func:`text2sql.batching.make_collator`. On a GPU,
@@ -137,7 +151,7 @@ def build_trainer(params: TrainParams, backend: str, model: Any, tokenizer: Any,
         report_to="none",
         use_cpu=not cuda,
         disable_tqdm=False,
-        train_sampling_strategy="group_by_length" if params.group_by_length else "random",
+        train_sampling_strategy="group_by_length" if batching == "grouped" else "random",
         **trainer_precision_flags(),
     )
     if backend == "peft" and not cuda:
@@ -151,14 +165,9 @@ def build_trainer(params: TrainParams, backend: str, model: Any, tokenizer: Any,
 
         return Trainer(model=model, args=TrainingArguments(**common), train_dataset=dataset,
                        processing_class=tokenizer, callbacks=callbacks,
-                       data_collator=make_collator(tokenizer, params.padding_free))
+                       data_collator=make_collator(tokenizer, batching == "padding_free"))
     if cuda:
-        padding_free = params.padding_free and not params.packing
-        if padding_free and backend == "unsloth" and unsloth_packed_attention() == PER_EXAMPLE_SDPA:
-            print("train: Unsloth has no FlashAttention, xformers or torch varlen kernel here and "
-                  "would run attention once per example; using padded batches grouped by length")
-            padding_free = False
-            common["train_sampling_strategy"] = "group_by_length"
+        padding_free = batching == "padding_free" and not params.packing
         # TRL enforces max_length only by truncating; the examples are already filtered.
         config = SFTConfig(**common, packing=params.packing, padding_free=padding_free,
                            max_length=None if padding_free else params.max_seq_length,
@@ -172,7 +181,7 @@ def build_trainer(params: TrainParams, backend: str, model: Any, tokenizer: Any,
     return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                       callbacks=callbacks,
                       data_collator=None if params.packing
-                      else make_collator(tokenizer, params.padding_free))
+                      else make_collator(tokenizer, batching == "padding_free"))
 
 
 def check_mixed_precision(trainer: Any, precision: str) -> None:
