@@ -1,7 +1,7 @@
 """Training throughput: padded, grouped and padding-free batches, Unsloth vs PEFT, side by side.
 
     uv run python bench/bench_train.py                          # CPU: the built-in tiny model
-    uv run python bench/bench_train.py --backends unsloth --examples 128   # quicker on a CPU
+    uv run python bench/bench_train.py --backends unsloth --examples 96 --threads 1  # shared CPU
     uv run python bench/bench_train.py --size small --4bit      # CUDA: a ~0.1B Qwen2 in 4-bit (QLoRA)
 
 Each run trains the same model (made from a config: no hub download) on the same prepared
@@ -58,6 +58,10 @@ def steady_real_tokens_per_s(ends: list[float], real_tokens: float) -> float:
 
 
 def worker(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.backend == "unsloth":
         from text2sql.lora_model import configure_unsloth_environment
 
@@ -83,7 +87,8 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_one(args: argparse.Namespace, backend: str, batching: str) -> dict:
     cmd = [sys.executable, __file__, "--backend", backend, "--size", args.size,
-           "--examples", str(args.examples), "--batching", batching] \
+           "--examples", str(args.examples), "--batching", batching,
+           "--threads", str(args.threads)] \
         + (["--4bit"] if args.four_bit else []) + (["--gc"] if args.gc else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -115,6 +120,9 @@ def main() -> None:
     ap.add_argument("--backends", default="unsloth,peft", help="comma-separated (default: both)")
     ap.add_argument("--4bit", dest="four_bit", action="store_true", help="QLoRA (CUDA only)")
     ap.add_argument("--gc", action="store_true", help="gradient checkpointing")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: torch's default); 1 makes CPU seconds exact on a "
+                         "shared machine, where waiting threads spin")
     ap.add_argument("--backend", choices=["unsloth", "peft"], help=argparse.SUPPRESS)
     ap.add_argument("--batching", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -127,7 +135,8 @@ def main() -> None:
                for backend in args.backends.split(",") for batching in BATCHINGS}
     first = next(iter(results.values()))
     print(f"\nmodel: built-in {args.size}, {args.examples} examples, 1 epoch, device "
-          f"{first['device']} ({first['precision']}), 4-bit {args.four_bit}\n")
+          f"{first['device']} ({first['precision']}, threads {args.threads or 'default'}), "
+          f"4-bit {args.four_bit}\n")
     print("\n".join(table(results)))
     for backend in args.backends.split(","):
         padded, free = results[backend, "padded"], results[backend, "padding_free"]
