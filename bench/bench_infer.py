@@ -35,7 +35,7 @@ def sample_prompts(n: int) -> tuple[list[list[dict[str, str]]], list[str]]:
     """``n`` evaluation prompts of the sample data, and the training texts (for the tokenizer)."""
     from text2sql.datasets import load_spider_split
     from text2sql.prepare import prepare_examples
-    from text2sql.training import training_texts
+    from text2sql.tiny_model import training_texts
 
     root = REPO / "data" / "sample"
     dev, train = load_spider_split(root, "dev"), load_spider_split(root, "train")

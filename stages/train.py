@@ -2,7 +2,7 @@
 
     dvc repro train
     dvc exp run -S train.epochs=3
-    dvc exp run -S train.model_name=unsloth/Qwen2.5-Coder-1.5B-Instruct -S train.load_in_4bit=true
+    text2sql preset qwen2.5-coder-1.5b && dvc exp run   # a real model (QLoRA, CUDA)
     python stages/train.py              # the same, outside DVC
 
 Reads the ``train:`` section of params.yaml and ``data/prepared/train.jsonl``. Writes the
@@ -48,11 +48,16 @@ def main(params: TrainParams) -> None:
         metrics = train(params, rows, tmp, checkpoint_dir=CHECKPOINT_DIR, live_dir=LIVE_DIR)
         write_model_card(tmp, params, TRAIN_FILE, metrics)
         write_provenance(tmp / PROVENANCE_FILE, [TRAIN_FILE], params=params.model_dump(),
-                         scripts=[Path(__file__).relative_to(Path.cwd())])
+                         scripts={"stages/train.py": __file__},
+                         model={"base_model": params.model_name,
+                                "loaded_model": metrics["loaded_model"],
+                                "load_in_4bit": params.load_in_4bit,
+                                "precision": metrics["precision"]})
     write_metrics(METRICS, metrics)
     if os.environ.get("SM_MODEL_DIR"):
         shutil.copytree(OUT_DIR, os.environ["SM_MODEL_DIR"], dirs_exist_ok=True)
-    print(f"train: {metrics['backend']} on {metrics['device']}, {metrics['steps']} steps, final "
+    print(f"train: {metrics['backend']} on {metrics['device']} in {metrics['precision']}, "
+          f"{metrics['steps']} steps, final "
           f"loss {metrics['final_loss']}, {metrics['wall_s']} s -> {OUT_DIR}")
 
 

@@ -62,6 +62,13 @@ def tiny_adapter(tmp_path_factory, prepared_rows) -> Path:
     return out
 
 
+def pytest_configure(config):
+    """Unsloth reads its settings once, when imported: the tests import it directly too."""
+    from text2sql.lora_model import configure_unsloth_environment
+
+    configure_unsloth_environment()
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip ``cuda``-marked tests, with the reason, where no NVIDIA GPU is present."""
     cuda_items = [item for item in items if "cuda" in item.keywords]

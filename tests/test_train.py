@@ -11,7 +11,8 @@ import time
 import pytest
 
 from tests.pipeline_run import copy_source, env, run
-from text2sql.training import IGNORE_INDEX, find_resumable_checkpoint, tokenize_example, tokenize_rows
+from text2sql.answer_masking import IGNORE_INDEX, tokenize_example, tokenize_rows
+from text2sql.checkpoints import find_resumable_checkpoint
 
 PROMPT = [{"role": "system", "content": "You translate questions into SQLite queries."},
           {"role": "user", "content": "Schema:\nCREATE TABLE t (a INT);\n\nQuestion: How many rows?"}]
@@ -138,6 +139,15 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes(tmp_path):
     metrics = json.loads((repo / "metrics/train.json").read_text())
     assert metrics["resumed_from_step"] >= 8
     assert metrics["steps"] == 20  # 160 examples / batch 8, as without the kill
+    # Throughput counts the tokens this run processed, not the killed run's.
+    resumed_share = 1 - metrics["resumed_from_step"] / metrics["steps"]
+    processed = metrics["real_tokens_per_s"] * metrics["train_runtime_s"]
+    assert processed == pytest.approx(metrics["train_tokens"] * resumed_share, rel=0.3)
+    assert metrics["precision"] == "float32" and metrics["batching"] == "grouped"
+    provenance = json.loads((repo / "models/adapter/provenance.json").read_text())
+    assert provenance["model"] == {"base_model": "builtin:tiny-qwen2",
+                                   "loaded_model": "builtin:tiny-qwen2",
+                                   "load_in_4bit": False, "precision": "float32"}
     assert (repo / "models/adapter/adapter_config.json").is_file()
     assert (repo / "models/adapter/README.md").is_file()
     assert not list((repo / "checkpoints/train").glob("checkpoint-*"))
@@ -150,6 +160,27 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes(tmp_path):
     col = curve[0].split("\t").index("step")
     steps = [int(line.split("\t")[col]) for line in curve[1:]]
     assert steps == sorted(set(steps)) and steps[-1] == 20
+
+
+@pytest.mark.parametrize("backend", ["unsloth", "peft"])
+def test_padding_free_batches_train_as_padded_ones_without_padding(tmp_path, prepared_rows,
+                                                                   repo_root, backend):
+    """Same examples, same steps: the losses match, only the padding goes."""
+    from text2sql.params import load_params
+    from text2sql.training import train
+
+    params = load_params("train", repo_root / "params.yaml").model_copy(
+        update={"backend": backend, "epochs": 1.0, "logging_steps": 1})
+    rows = prepared_rows["train"][:16]
+    free = train(params.model_copy(update={"batching": "padding_free"}), rows, tmp_path / "free")
+    padded = train(params.model_copy(update={"batching": "padded"}), rows, tmp_path / "padded")
+    assert (free["batching"], padded["batching"]) == ("padding_free", "padded")
+    assert free["precision"] == padded["precision"] == "float32"
+    assert free["steps"] == padded["steps"] == 2
+    assert free["train_loss"] == pytest.approx(padded["train_loss"], abs=2e-3)
+    assert free["final_loss"] == pytest.approx(padded["final_loss"], abs=2e-3)
+    assert free["padding_share"] == 0.0 < padded["padding_share"]
+    assert free["train_tokens"] == padded["train_tokens"]
 
 
 @pytest.mark.cuda

@@ -45,6 +45,9 @@ def write_model_card(adapter_dir: Path, params: TrainParams, train_file: Path,
         "",
         f"- Base model: `{params.model_name}` (revision: {base_model_revision(adapter_dir)})",
         f"- Training data: `{train_file}` (sha256 `{file_sha256(train_file)}`)",
+        f"- Loaded for training: `{metrics.get('loaded_model', params.model_name)}` "
+        f"(load_in_4bit: {str(params.load_in_4bit).lower()}), computing in "
+        f"{metrics.get('precision')}",
         f"- Backend: {metrics.get('backend')} on {metrics.get('device')}",
         "",
         "## Parameters",

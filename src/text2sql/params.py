@@ -78,7 +78,7 @@ class BuiltinModelParams(Section):
 class TrainParams(Section):
     model_name: str = "builtin:tiny-qwen2"
     backend: Literal["auto", "unsloth", "peft"] = "auto"
-    max_seq_length: int = Field(512, ge=16)
+    max_seq_length: int | None = Field(512, ge=16)  # None: the longest training example
     load_in_4bit: bool = False
     lora: LoraParams = LoraParams()
     builtin: BuiltinModelParams = BuiltinModelParams()
@@ -91,6 +91,7 @@ class TrainParams(Section):
     weight_decay: float = Field(0.0, ge=0.0)
     gradient_checkpointing: bool = False
     packing: bool = False
+    batching: Literal["auto", "padding_free", "grouped", "padded"] = "auto"
     seed: int = 0
     logging_steps: int = Field(10, ge=1)
     checkpoint_steps: int = Field(100, ge=1)

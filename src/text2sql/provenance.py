@@ -124,11 +124,15 @@ def accelerator() -> dict[str, Any]:
 
 
 def collect_provenance(inputs: Iterable[str | Path], *, params: Mapping[str, Any] | None = None,
-                       scripts: Iterable[str | Path] = (), repo_dir: str | Path = "."
-                       ) -> dict[str, Any]:
+                       scripts: Mapping[str, str | Path] | None = None,
+                       model: Mapping[str, Any] | None = None,
+                       repo_dir: str | Path = ".") -> dict[str, Any]:
     """The provenance record of a run of ``scripts`` that read ``inputs`` with ``params``.
 
-    Paths are recorded as given (relative to the repository root, as in dvc.yaml).
+    Input paths are recorded as given (relative to the repository root, as in dvc.yaml);
+    ``scripts`` maps each script's name there (``stages/train.py``) to its file.
+    ``model`` says which base model was named and which checkpoint was loaded (with
+    ``load_in_4bit`` Unsloth loads its pre-quantized ``-bnb-4bit`` copy).
     """
     from text2sql.reproducibility import cpu_numerics
 
@@ -139,19 +143,24 @@ def collect_provenance(inputs: Iterable[str | Path], *, params: Mapping[str, Any
         "packages": package_versions(),
         "accelerator": accelerator(),
         "cpu_numerics": cpu_numerics(),
-        "code": {"text2sql": source_md5(), **{Path(p).as_posix(): file_md5(Path(repo_dir) / p)
-                                              for p in scripts}},
+        "code": {"text2sql": source_md5(),
+                 **{name: file_md5(path) for name, path in (scripts or {}).items()}},
         "inputs": {Path(p).as_posix(): data_hash(Path(repo_dir) / p) for p in inputs},
     }
     if params is not None:
         record["params"] = dict(params)
+    if model is not None:
+        record["model"] = dict(model)
     return record
 
 
 def write_provenance(path: str | Path, inputs: Iterable[str | Path], *,
-                     params: Mapping[str, Any] | None = None, scripts: Iterable[str | Path] = (),
+                     params: Mapping[str, Any] | None = None,
+                     scripts: Mapping[str, str | Path] | None = None,
+                     model: Mapping[str, Any] | None = None,
                      repo_dir: str | Path = ".") -> dict[str, Any]:
     """Collect the provenance record (see :func:`collect_provenance`) and write it atomically."""
-    record = collect_provenance(inputs, params=params, scripts=scripts, repo_dir=repo_dir)
+    record = collect_provenance(inputs, params=params, scripts=scripts, model=model,
+                                repo_dir=repo_dir)
     write_json(path, record)
     return record

@@ -9,8 +9,9 @@ It demonstrates the pipeline, not a model's quality.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 BUILTIN_PREFIX = "builtin:"
 BASE_MODEL_DIR = "base_model"  # inside the adapter folder: the built-in base model's weights
@@ -34,6 +35,11 @@ def check_builtin_name(model_name: str) -> str:
         raise ValueError(f"train.model_name: unknown built-in model {model_name!r}; "
                          f"built-in models: {', '.join(BUILTIN_PREFIX + m for m in BUILTIN_MODELS)}")
     return name
+
+
+def training_texts(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """All text the built-in tokenizer is trained on: system, user and answer turns."""
+    return [m["content"] for r in rows for m in (*r["prompt"], *r["completion"])]
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int):
