@@ -71,3 +71,16 @@ def test_check_all_params_names_every_bad_key(tmp_path):
         check_all_params(bad)
     assert "unknown key 'train.epoch'" in str(e.value)
     assert "infer.batch_size" in str(e.value)
+
+
+def test_emptying_a_list_with_dvc_keeps_params_yaml_valid(repo_root, tmp_path):
+    """ruamel (DVC's writer) mangles the next lines when a commented key's block list is
+    replaced by `[]`: no comment may sit on a list-valued key of params.yaml."""
+    from dvc.utils.hydra import apply_overrides
+
+    copy = tmp_path / "params.yaml"
+    copy.write_text((repo_root / "params.yaml").read_text())
+    apply_overrides(copy, ["train.lora.modules_to_save=[]", "train.lora.target_modules=[q_proj]"])
+    train = load_params("train", copy)
+    assert train.lora.modules_to_save == [] and train.lora.target_modules == ["q_proj"]
+    assert train.builtin == load_params("train", repo_root / "params.yaml").builtin
