@@ -83,11 +83,11 @@ def test_counting_collator_counts_real_and_padding_tokens(tokenizer):
     assert (flat.count.processed, flat.count.real, flat.count.padding_share) == (real, real, 0.0)
 
 
-def test_auto_batching_is_padding_free_on_a_gpu_and_grouped_on_the_cpu():
+def test_auto_batching_is_padding_free_on_a_gpu_and_padded_on_the_cpu():
     from text2sql.batching import resolve_batching
 
     assert resolve_batching("auto", cuda=True) == "padding_free"
-    assert resolve_batching("auto", cuda=False) == "grouped"
-    assert resolve_batching("auto", cuda=True, packed_attention_per_example=True) == "grouped"
+    assert resolve_batching("auto", cuda=False) == "padded"
+    assert resolve_batching("auto", cuda=True, packed_attention_per_example=True) == "padded"
     assert resolve_batching("padding_free", cuda=False) == "padding_free"  # asked for: kept
     assert resolve_batching("padded", cuda=True) == "padded"

@@ -143,7 +143,7 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes(tmp_path):
     resumed_share = 1 - metrics["resumed_from_step"] / metrics["steps"]
     processed = metrics["real_tokens_per_s"] * metrics["train_runtime_s"]
     assert processed == pytest.approx(metrics["train_tokens"] * resumed_share, rel=0.3)
-    assert metrics["precision"] == "float32" and metrics["batching"] == "grouped"
+    assert metrics["precision"] == "float32" and metrics["batching"] == "padded"
     provenance = json.loads((repo / "models/adapter/provenance.json").read_text())
     assert provenance["model"] == {"base_model": "builtin:tiny-qwen2",
                                    "loaded_model": "builtin:tiny-qwen2",

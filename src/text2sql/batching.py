@@ -2,11 +2,13 @@
 
 ``train.batching`` picks one: ``padding_free``; ``grouped`` (padded, examples of similar
 length batched together, fewer pad tokens); ``padded`` (random order); ``auto``:
-padding-free on a GPU, grouped on the CPU. On the CPU the attention of a flattened batch
-runs over the whole batch with a dense mask (transformers' SDPA), which for a small model
-costs more than the padding it saves (measured in CPU time for the built-in model:
-1.7x the padded step); GPU kernels (FlashAttention, xformers, torch's varlen) attend
-within each example.
+padding-free on a GPU whose kernels attend within each example (FlashAttention, xformers,
+torch's varlen), else padded. On the CPU the attention of a flattened batch runs over the
+whole batch with a dense mask (transformers' SDPA), which for a small model costs more than
+the padding it saves (measured in CPU time for the built-in model: 1.7x the padded step).
+``grouped`` is never chosen for you: batches of one length are batches of one kind of
+question on templated data, and the built-in model trained that way on the sample data
+scored 0.10 execution accuracy instead of 0.96 (8 epochs, the same steps).
 
 Padding-free batching concatenates a batch's examples into one row and restarts the
 position ids at 0 for each example. transformers (5.x) turns position ids that restart
@@ -35,11 +37,11 @@ def resolve_batching(requested: str, cuda: bool, packed_attention_per_example: b
 
     ``packed_attention_per_example``: the GPU's kernel would attend example by example in a
     flattened batch (Unsloth without FlashAttention, xformers or torch varlen): ``auto``
-    then groups padded batches instead.
+    then pads instead.
     """
     if requested != "auto":
         return requested
-    return "padding_free" if cuda and not packed_attention_per_example else "grouped"
+    return "padding_free" if cuda and not packed_attention_per_example else "padded"
 
 
 def make_collator(tokenizer: Any, padding_free: bool) -> Callable[[list[dict]], dict]:

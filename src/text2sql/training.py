@@ -117,7 +117,7 @@ def choose_batching(params: TrainParams, backend: str) -> str:
     if per_example:
         print("train: Unsloth has no FlashAttention, xformers or torch varlen kernel here: it "
               "would run a padding-free batch's attention once per example"
-              + ("; using batches grouped by length" if params.batching == "auto" else ""))
+              + ("; using padded batches" if params.batching == "auto" else ""))
     return resolve_batching(params.batching, cuda, per_example)
 
 
