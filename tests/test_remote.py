@@ -120,8 +120,9 @@ def aws_env(tmp: Path, with_keys: bool = True) -> dict[str, str]:
 
 
 def workspace(root: Path) -> dict[str, str]:
-    """md5 of every file in the working tree, outside git's and DVC's own folders."""
-    skip = (".git/", ".dvc/cache/", ".dvc/tmp/", ".dvc/config.local")
+    """md5 of every file in the working tree, outside git's and DVC's own folders and the
+    runtime measurements of the last run on this machine (tracked by neither)."""
+    skip = (".git/", ".dvc/cache/", ".dvc/tmp/", ".dvc/config.local", "metrics/runtime/")
     return {p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*"))
             if p.is_file() and not p.relative_to(root).as_posix().startswith(skip)}

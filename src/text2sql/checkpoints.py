@@ -71,6 +71,16 @@ def prepare_checkpoints(checkpoint_dir: Path, params: TrainParams,
 
 
 def remove_checkpoints(checkpoint_dir: Path) -> None:
-    """Training finished: the adapter is the result now."""
-    for c in checkpoint_dir.glob("checkpoint-*"):
-        shutil.rmtree(c)
+    """Training finished: the adapter is the result now; only the fingerprint stays.
+
+    The trainer also leaves files of its own here (TRL writes a model card whose tags come
+    in set order, so it differs from run to run): they go too, so that this folder, a DVC
+    output, has the same hash for the same run.
+    """
+    for entry in checkpoint_dir.iterdir():
+        if entry.name == FINGERPRINT_FILE:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
