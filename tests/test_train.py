@@ -137,11 +137,12 @@ def test_killed_run_resumes_from_last_checkpoint_and_finishes(tmp_path):
                          text=True, env=env(repo, SM_MODEL_DIR=str(sagemaker)), check=True).stdout
     assert "resuming from checkpoints/train/checkpoint-" in out
     metrics = json.loads((repo / "metrics/train.json").read_text())
+    runtime = json.loads((repo / "metrics/runtime/train.json").read_text())
     assert metrics["resumed_from_step"] >= 8
     assert metrics["steps"] == 20  # 160 examples / batch 8, as without the kill
     # Throughput counts the tokens this run processed, not the killed run's.
     resumed_share = 1 - metrics["resumed_from_step"] / metrics["steps"]
-    processed = metrics["real_tokens_per_s"] * metrics["train_runtime_s"]
+    processed = runtime["real_tokens_per_s"] * runtime["train_runtime_s"]
     assert processed == pytest.approx(metrics["train_tokens"] * resumed_share, rel=0.3)
     assert metrics["precision"] == "float32" and metrics["batching"] == "padded"
     provenance = json.loads((repo / "models/adapter/provenance.json").read_text())
