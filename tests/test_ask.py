@@ -8,7 +8,8 @@ import sqlite3
 import pytest
 
 from text2sql.cli import build_parser, main
-from text2sql.commands.ask import column_names, format_table, transpile
+from text2sql.commands.ask import format_table
+from text2sql.dialect import column_names, transpile
 from text2sql.params import PrepareParams
 from text2sql.questions import prompt_row
 from text2sql.schema import schema_from_sqlite

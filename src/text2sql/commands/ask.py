@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from text2sql.dialect import check_dialect, column_names, transpile
+
 DESCRIPTION = """\
 Ask a question of any SQLite database in plain words.
 
@@ -163,30 +165,6 @@ def generate_sql(row: dict[str, Any], args: argparse.Namespace) -> tuple[str, st
                                          f"{vote.valid} ran; {seconds:.1f} s")
 
 
-def check_dialect(name: str) -> None:
-    """Refuse a dialect sqlglot does not know, listing the ones it does."""
-    import sqlglot
-    from sqlglot.dialects import Dialects
-
-    from text2sql.io import DataError
-
-    try:
-        sqlglot.Dialect.get_or_raise(name)
-    except ValueError:
-        known = ", ".join(sorted(d.value for d in Dialects if d.value))
-        raise DataError(f"--dialect {name!r}: unknown dialect (known: {known})") from None
-
-
-def transpile(sql: str, dialect: str) -> str:
-    """``sql`` (SQLite) written in ``dialect``, or a note saying why it cannot be."""
-    import sqlglot
-
-    try:
-        return ";\n".join(sqlglot.transpile(sql, read="sqlite", write=dialect, pretty=False))
-    except sqlglot.errors.SqlglotError as e:
-        return f"(cannot translate: {str(e).splitlines()[0]})"
-
-
 def refusal(kind: str, message: str) -> str:
     """Why ``check_read_only_query`` turned the SQL down, in a user's words."""
     import re
@@ -207,30 +185,6 @@ def refusal(kind: str, message: str) -> str:
 
 def indent(sql: str) -> str:
     return sql.strip().replace("\n", "\n  ")
-
-
-def column_names(sql: str, schema: Any, width: int | None) -> list[str]:
-    """Result column names as SQLite would show them, read from the query with sqlglot;
-    ``col1``, ``col2``, ... where they cannot be known. ``width``: the number of columns
-    in the result (``None`` when it has no rows to count them on)."""
-    import sqlglot
-    from sqlglot import exp
-    from sqlglot.optimizer.qualify import qualify
-
-    fallback = [f"col{i + 1}" for i in range(width or 0)]
-    try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
-        if any(isinstance(s, exp.Star) or (isinstance(s, exp.Column) and s.is_star)
-               for s in tree.selects):
-            mapping = {t.name: {c.name: c.type or "text" for c in t.columns} for t in schema.tables}
-            tree = qualify(tree, schema=mapping, dialect="sqlite", quote_identifiers=False)
-            names = list(tree.named_selects)
-        else:
-            names = [s.alias_or_name if isinstance(s, (exp.Alias, exp.Column)) else
-                     s.sql(dialect="sqlite") for s in tree.selects]
-    except (sqlglot.errors.SqlglotError, AttributeError, KeyError):
-        return fallback
-    return names if width is None or len(names) == width else fallback
 
 
 def format_table(headers: list[str], rows: list[tuple], width: int = 80) -> str:

@@ -188,7 +188,7 @@ def jsonable(value: Any) -> Any:
 def answer_sql(db_path: Path, schema: Schema, sql: str, *, dialect: str | None, run: bool,
                timeout_s: float, max_rows: int) -> dict[str, Any]:
     """Translate and run ``sql`` as ``text2sql ask`` does: the body of an answer."""
-    from text2sql.commands.ask import column_names, transpile
+    from text2sql.dialect import column_names, transpile
     from text2sql.execution import EMPTY, PARSE_ERROR, check_read_only_query
     from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
 
@@ -287,7 +287,7 @@ class ChatRequest(BaseModel):
 
 def known_dialect(name: str) -> str:
     """``name`` when sqlglot knows it; else a ValueError listing the known ones."""
-    from text2sql.commands.ask import check_dialect
+    from text2sql.dialect import check_dialect
 
     try:
         check_dialect(name)
