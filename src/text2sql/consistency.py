@@ -98,6 +98,16 @@ def choose(conn: sqlite3.Connection, candidates: Sequence[Candidate], *, timeout
     return vote(candidates, results, prefer_nonempty=prefer_nonempty)
 
 
+def choose_live(database: Any, candidates: Sequence[Candidate], *, timeout_s: float,
+                max_rows: int, prefer_nonempty: bool = True,
+                max_bytes: int = MAX_RESULT_BYTES) -> Vote:
+    """:func:`choose` on a database behind a server (:class:`text2sql.postgres.PostgresDatabase`):
+    each distinct candidate runs there through ``database.run``, under its guards."""
+    results = {c.sql: database.run(c.sql, timeout_s=timeout_s, max_rows=max_rows,
+                                   max_bytes=max_bytes) for c in candidates}
+    return vote(candidates, [results[c.sql] for c in candidates], prefer_nonempty=prefer_nonempty)
+
+
 def _choose_task(task: tuple[str, list[Candidate], float, int, int, bool, dict[str, ExecResult]]
                  ) -> Vote:
     db_path, candidates, timeout_s, max_rows, max_bytes, prefer_nonempty, known = task

@@ -7,9 +7,14 @@ it translated, and run it translated on PostgreSQL (:mod:`text2sql.postgres`).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from text2sql.io import DataError
+
+
+class CannotTranslate(ValueError):
+    """sqlglot cannot read the SQL (its message, one line, without terminal colours)."""
 
 
 def check_dialect(name: str) -> None:
@@ -24,14 +29,23 @@ def check_dialect(name: str) -> None:
         raise DataError(f"--dialect {name!r}: unknown dialect (known: {known})") from None
 
 
-def transpile(sql: str, dialect: str) -> str:
-    """``sql`` (SQLite) written in ``dialect``, or a note saying why it cannot be."""
+def translate(sql: str, dialect: str) -> str:
+    """``sql`` (SQLite) written in ``dialect``; :class:`CannotTranslate` with sqlglot's
+    message when sqlglot cannot read it."""
     import sqlglot
 
     try:
         return ";\n".join(sqlglot.transpile(sql, read="sqlite", write=dialect, pretty=False))
     except sqlglot.errors.SqlglotError as e:
-        return f"(cannot translate: {str(e).splitlines()[0]})"
+        raise CannotTranslate(re.sub(r"\x1b\[[0-9;]*m", "", str(e).splitlines()[0])) from None
+
+
+def transpile(sql: str, dialect: str) -> str:
+    """``sql`` (SQLite) written in ``dialect``, or a note saying why it cannot be."""
+    try:
+        return translate(sql, dialect)
+    except CannotTranslate as e:
+        return f"(cannot translate: {e})"
 
 
 def column_names(sql: str, schema: Any, width: int | None) -> list[str]:

@@ -188,6 +188,37 @@ def _batch_bytes(rows: list[tuple]) -> int:
     return sum(len(v) if v.__class__ in (str, bytes) else 8 for row in rows for v in row)
 
 
+def fetch_bounded(cursor: Any, *, max_rows: int, max_bytes: int, start: float,
+                  deadline: float | None = None) -> ExecResult:
+    """The rows of an executed DB-API ``cursor`` (SQLite's or psycopg's), at most ``max_rows``
+    and ``max_bytes`` of values, fetched in batches that grow while the rows are small.
+
+    A result over ``max_bytes`` stops as ``too_large`` before much of it is held; past
+    ``deadline`` (``time.monotonic()``) between two batches, as ``timeout``.
+    """
+    rows: list[tuple] = []
+    size, batch = 0, 1
+    while len(rows) <= max_rows:
+        more = cursor.fetchmany(min(batch, max_rows + 1 - len(rows)))
+        if not more:
+            break
+        size += _batch_bytes(more)
+        if size > max_bytes:
+            return ExecResult(None, TOO_LARGE, f"the result holds more than {max_bytes:,} "
+                              f"bytes (stopped after {len(rows) + len(more)} rows)",
+                              seconds=time.monotonic() - start)
+        rows += more
+        if deadline is not None and time.monotonic() > deadline and len(rows) <= max_rows:
+            return ExecResult(None, TIMEOUT, f"no result within {deadline - start:g} s "
+                              f"(stopped after {len(rows)} rows)", seconds=time.monotonic() - start)
+        # next batch: at most 1/16 of what is left of the budget, at the mean row size
+        mean = max(size // len(rows), 1)
+        batch = max(1, min(4096, (max_bytes - size) // (16 * mean)))
+    truncated = len(rows) > max_rows
+    return ExecResult(rows[:max_rows], truncated=truncated, seconds=time.monotonic() - start,
+                      columns=[d[0] for d in cursor.description or ()])
+
+
 def execute(conn: sqlite3.Connection, sql: str, *, timeout_s: float = 5.0,
             max_rows: int = 10000, max_bytes: int = MAX_RESULT_BYTES) -> ExecResult:
     """Run one read-only query on ``conn`` with a deadline, a row cap and a byte budget.
@@ -204,25 +235,8 @@ def execute(conn: sqlite3.Connection, sql: str, *, timeout_s: float = 5.0,
     deadline = start + timeout_s
     conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1000)
     try:
-        cur = conn.execute(sql)
-        rows: list[tuple] = []
-        size, batch = 0, 1
-        while len(rows) <= max_rows:
-            more = cur.fetchmany(min(batch, max_rows + 1 - len(rows)))
-            if not more:
-                break
-            size += _batch_bytes(more)
-            if size > max_bytes:
-                return ExecResult(None, TOO_LARGE, f"the result holds more than {max_bytes:,} "
-                                  f"bytes (stopped after {len(rows) + len(more)} rows)",
-                                  seconds=time.monotonic() - start)
-            rows += more
-            # next batch: at most 1/16 of what is left of the budget, at the mean row size
-            mean = max(size // len(rows), 1)
-            batch = max(1, min(4096, (max_bytes - size) // (16 * mean)))
-        truncated = len(rows) > max_rows
-        return ExecResult(rows[:max_rows], truncated=truncated, seconds=time.monotonic() - start,
-                          columns=[d[0] for d in cur.description or ()])
+        return fetch_bounded(conn.execute(sql), max_rows=max_rows, max_bytes=max_bytes,
+                             start=start)
     except (sqlite3.Error, sqlite3.Warning) as e:
         kind = classify_error(str(e))
         message = f"no result within {timeout_s:g} s (stopped inside SQLite)" \

@@ -89,7 +89,8 @@ def make_prompt(question: str, schema: Schema, db_path: str | Path | None = None
                 evidence: str | None = None, options: PromptOptions = PromptOptions()) -> LinkedPrompt:
     """Link ``question`` to ``schema`` and build its prompt.
 
-    Stored values and sample rows are read from ``db_path`` (skipped without one).
+    Stored values and sample rows are read from ``db_path``, a SQLite file or a
+    :class:`text2sql.postgres.PostgresDatabase` (skipped without one).
     Only the question (and evidence) is looked at, never a gold query.
     """
     from text2sql.values import sample_rows as read_rows

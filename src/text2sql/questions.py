@@ -18,6 +18,7 @@ from text2sql.schema import Schema, schema_from_sqlite
 
 if TYPE_CHECKING:
     from text2sql.datasets import Databases
+    from text2sql.postgres import PostgresDatabase
 
 
 def prepare_settings(params_file: str | Path | None) -> PrepareParams:
@@ -27,14 +28,18 @@ def prepare_settings(params_file: str | Path | None) -> PrepareParams:
     return PrepareParams()
 
 
-def prompt_row(question: str, db_path: str | Path, schema: Schema, settings: PrepareParams, *,
-               example_id: str = "question", evidence: str | None = None) -> dict[str, Any]:
+def prompt_row(question: str, db_path: str | Path | PostgresDatabase, schema: Schema,
+               settings: PrepareParams, *, example_id: str = "question",
+               evidence: str | None = None) -> dict[str, Any]:
     """A prepared row (id, db_id, db_path, question, tables, prompt) for one question,
-    built by the prepare stage's own prompt maker with its ``prepare:`` settings."""
+    built by the prepare stage's own prompt maker with its ``prepare:`` settings.
+    ``db_path``: a SQLite file, or a PostgreSQL database (``db_path`` shows its URL, masked)."""
+    from text2sql.postgres import PostgresDatabase
     from text2sql.prepare import prompt_options
     from text2sql.prompts import make_prompt
 
-    linked = make_prompt(question, schema, str(db_path), evidence, prompt_options(settings))
+    db = db_path if isinstance(db_path, PostgresDatabase) else str(db_path)
+    linked = make_prompt(question, schema, db, evidence, prompt_options(settings))
     row: dict[str, Any] = {"id": example_id, "db_id": schema.db_id, "db_path": str(db_path),
                            "question": question, "tables": linked.tables,
                            "prompt": linked.messages}

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from text2sql.execution import open_readonly
 from text2sql.linking import STOPWORD_STEMS, schema_words, stem
@@ -29,6 +30,9 @@ MAX_VALUE_CHARS = 60
 MAX_VALUE_WORDS = 6
 # Distinct values read per column at most: bounds the index of a big database.
 MAX_VALUES_PER_COLUMN = 20000
+if TYPE_CHECKING:
+    from text2sql.postgres import PostgresDatabase
+
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
 
@@ -139,22 +143,29 @@ def _cached_index(db_path: str, mtime_ns: int) -> ValueIndex:
     return ValueIndex.from_sqlite(db_path)
 
 
-def value_index(db_path: str | Path) -> ValueIndex:
-    """The value index of a database, built once per file (and again if the file changes)."""
+def value_index(db_path: str | Path | PostgresDatabase) -> ValueIndex:
+    """The value index of a database, built once per file (and again if the file changes);
+    a PostgreSQL database keeps its own (:meth:`PostgresDatabase.value_index`)."""
+    if not isinstance(db_path, (str, Path)):
+        return db_path.value_index()
     path = Path(db_path).resolve()
     return _cached_index(str(path), path.stat().st_mtime_ns)
 
 
-def sample_rows(db_path: str | Path, table: str, n: int, max_chars: int = 30) -> list[tuple]:
+def sample_rows(db_path: str | Path | PostgresDatabase, table: str, n: int,
+                max_chars: int = 30) -> list[tuple]:
     """The first ``n`` rows of ``table``; long text is cut to ``max_chars`` characters."""
     if n <= 0:
         return []
-    conn = open_readonly(db_path)
-    try:
-        rows = conn.execute(f"SELECT * FROM {quote_identifier(table)} LIMIT {int(n)}").fetchall()
-    except sqlite3.DatabaseError:
-        return []
-    finally:
-        conn.close()
+    if not isinstance(db_path, (str, Path)):
+        rows = db_path.sample_rows(table, n)
+    else:
+        conn = open_readonly(db_path)
+        try:
+            rows = conn.execute(f"SELECT * FROM {quote_identifier(table)} LIMIT {int(n)}").fetchall()
+        except sqlite3.DatabaseError:
+            return []
+        finally:
+            conn.close()
     return [tuple(v[:max_chars] + "…" if isinstance(v, str) and len(v) > max_chars else v
                   for v in row) for row in rows]

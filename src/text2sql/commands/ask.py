@@ -1,4 +1,5 @@
-"""``text2sql ask``: a question in plain words against any SQLite file, answered as a table."""
+"""``text2sql ask``: a question in plain words against any SQLite file or PostgreSQL database,
+answered as a table."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from typing import Any
 from text2sql.dialect import check_dialect, column_names, transpile
 
 DESCRIPTION = """\
-Ask a question of any SQLite database in plain words.
+Ask a question of any SQLite database, or a PostgreSQL one, in plain words.
 
 What happens, in order:
-  1. the schema (tables, columns, keys) is read from the SQLite file;
+  1. the schema (tables, columns, keys) is read from the SQLite file (or from
+     PostgreSQL's catalog, for the schemas of --schemas);
   2. the tables the question is about are linked (plus the foreign-key paths
      between them), as the prepare stage does for training prompts, using the
      prepare: settings of params.yaml when there is one (see --params);
@@ -27,6 +29,13 @@ What happens, in order:
      is refused and nothing runs), with a time limit (--timeout), a row cap
      (--max-rows) and a cap on the bytes fetched (--max-bytes);
   6. the result is printed as a table (long values cut, marked with what was left out).
+
+On PostgreSQL (--db postgresql://...) the SQL, written in SQLite's dialect, is
+translated with sqlglot (both are shown; SQL it cannot translate is a parse
+error) and runs in a read-only transaction that is rolled back, under
+statement_timeout, with the same single-query check and caps; calls of server
+functions with side effects (pg_*, set_config, nextval, dblink, ...) are refused.
+Connect as a role with SELECT rights only (see README).
 """
 
 EPILOG = """\
@@ -35,6 +44,8 @@ examples:
   text2sql ask --db shop.db --dialect postgres "Total sales per month in 2024"
   text2sql ask --db shop.db --num-samples 5 "Who bought the most?"
   text2sql ask --db shop.db --sql "SELECT count(*) FROM orders"   # run your own SQL, same checks
+  text2sql ask --db postgresql://reader@localhost/shop "Who bought the most?"
+  PGHOST=db.example PGUSER=reader PGDATABASE=shop text2sql ask --db postgresql:// "..."
 
 exit status: 0 answered; 1 the query failed (error shown); 2 bad arguments or
 files; 3 refused (not a single read-only query: nothing was executed).
@@ -46,12 +57,18 @@ MAX_BYTES = 16 * 2**20
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "ask", help="ask a question of any SQLite file; see the SQL and the result table",
+        "ask", help="ask a question of a SQLite file or a PostgreSQL database; see the SQL "
+                    "and the result table",
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("question", nargs="?", help="the question, in quotes (not needed with --sql)")
-    p.add_argument("--db", required=True, type=Path, metavar="FILE",
-                   help="the SQLite file to ask (never modified)")
+    p.add_argument("--db", required=True, metavar="FILE|URL",
+                   help="the SQLite file to ask (never modified), or a PostgreSQL URL "
+                        "(postgresql://user@host:port/db; libpq's PGHOST, PGUSER, PGPASSWORD, "
+                        "... fill in what it leaves out)")
+    p.add_argument("--schemas", default="public", metavar="NAMES",
+                   help="PostgreSQL only: the schemas to ask about, comma-separated "
+                        "(default: %(default)s)")
     p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
                    help="trained adapter folder (default: %(default)s, the train stage's output)")
     p.add_argument("--dialect", metavar="NAME",
@@ -80,9 +97,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from text2sql.execution import NOT_READ_ONLY, check_read_only_query, run_queries
-    from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
     from text2sql.io import DataError
+    from text2sql.postgres import PostgresDatabase, is_postgres_url
     from text2sql.questions import prepare_settings, prompt_row, read_schema
+    from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
 
     if args.dialect:
         check_dialect(args.dialect)
@@ -91,33 +109,50 @@ def run(args: argparse.Namespace) -> int:
                         "--width at least 8")
     if args.sql is None and not (args.question or "").strip():
         raise DataError("give a question, or your own SQL with --sql")
-    if not args.db.is_file():
-        raise DataError(f"{args.db}: SQLite file not found (--db)")
-    schema = read_schema(args.db)
-    if not schema.tables:
-        raise DataError(f"{args.db}: the database has no tables to ask about")
+    db: Path | PostgresDatabase
+    if is_postgres_url(args.db):
+        db = PostgresDatabase(args.db, [s.strip() for s in args.schemas.split(",") if s.strip()])
+        schema = db.schema()
+        if not schema.tables:
+            raise DataError(f"{db}: no tables this user may read in schemas "
+                            f"{', '.join(db.schemas)} (--schemas)")
+    else:
+        db = Path(args.db)
+        if not db.is_file():
+            raise DataError(f"{db}: SQLite file not found (--db; a PostgreSQL database is "
+                            "given as postgresql://...)")
+        schema = read_schema(db)
+        if not schema.tables:
+            raise DataError(f"{db}: the database has no tables to ask about")
     out = sys.stdout
     if args.sql is not None:
         sql, note = args.sql, "given with --sql"
     else:
-        row = prompt_row(args.question, args.db, schema, prepare_settings(args.params))
+        row = prompt_row(args.question, db, schema, prepare_settings(args.params))
         print(f"tables: {', '.join(row['tables'])}", file=out)
-        sql, note = generate_sql(row, args)
+        sql, note = generate_sql(row, db, args)
     print(f"SQL ({note}):\n  {indent(sql or '(the model wrote no SQL)')}", file=out)
     if too_hard_to_parse(sql):
         print(f"text2sql ask: refused: the SQL has more than {MAX_BARE_JOINS} JOINs in a row "
               "without ON (a model repeating itself). Nothing was executed.", file=sys.stderr)
         return REFUSED
-    if args.dialect and sql:
-        print(f"SQL ({args.dialect}):\n  {indent(transpile(sql, args.dialect))}", file=out)
+    on_postgres = isinstance(db, PostgresDatabase)
+    dialects = [d for d in ("postgres" if on_postgres else None, args.dialect) if d]
+    if sql:
+        for dialect in dict.fromkeys(dialects):
+            print(f"SQL ({dialect}):\n  {indent(transpile(sql, dialect))}", file=out)
     kind, message = check_read_only_query(sql)
     if kind is not None:
         print(f"text2sql ask: refused: {refusal(kind, message)}. Only a single read-only query "
               "(SELECT or WITH) is run; nothing was executed.", file=sys.stderr)
         return REFUSED
-    [result] = run_queries([(args.db, sql)], timeout_s=args.timeout, max_rows=args.max_rows,
-                           max_bytes=args.max_bytes)
-    if result.error == NOT_READ_ONLY:  # stopped by SQLite's authorizer: nothing was changed
+    if on_postgres:
+        result = db.run(sql, timeout_s=args.timeout, max_rows=args.max_rows,
+                        max_bytes=args.max_bytes)
+    else:
+        [result] = run_queries([(db, sql)], timeout_s=args.timeout, max_rows=args.max_rows,
+                               max_bytes=args.max_bytes)
+    if result.error == NOT_READ_ONLY:  # stopped by a guard of the database: nothing was changed
         print(f"text2sql ask: refused: {result.message}. Only a single read-only query "
               "(SELECT or WITH) is run; nothing was changed.", file=sys.stderr)
         return REFUSED
@@ -136,9 +171,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def generate_sql(row: dict[str, Any], args: argparse.Namespace) -> tuple[str, str]:
+def generate_sql(row: dict[str, Any], db: Any, args: argparse.Namespace) -> tuple[str, str]:
     """The adapter's SQL for the prepared ``row`` and a note on how it was chosen."""
-    from text2sql.consistency import Candidate, choose_all
+    from text2sql.consistency import Candidate, choose_all, choose_live
     from text2sql.extract import extract_sql
     from text2sql.generation import generate, load_for_inference
     from text2sql.params import InferParams, load_params
@@ -158,9 +193,13 @@ def generate_sql(row: dict[str, Any], args: argparse.Namespace) -> tuple[str, st
         return extract_sql(gen.texts[0]), f"generated in {seconds:.1f} s, model loaded in {load_s:.1f} s"
     candidates = [Candidate(t, extract_sql(t), lp)
                   for t, lp in zip(gen.texts, gen.logprobs, strict=True)]
-    [vote] = choose_all([(str(args.db), candidates)], timeout_s=args.timeout,
-                        max_rows=args.max_rows, max_bytes=args.max_bytes,
-                        prefer_nonempty=infer.prefer_nonempty, workers=1)
+    if isinstance(db, Path):
+        [vote] = choose_all([(str(db), candidates)], timeout_s=args.timeout,
+                            max_rows=args.max_rows, max_bytes=args.max_bytes,
+                            prefer_nonempty=infer.prefer_nonempty, workers=1)
+    else:
+        vote = choose_live(db, candidates, timeout_s=args.timeout, max_rows=args.max_rows,
+                           max_bytes=args.max_bytes, prefer_nonempty=infer.prefer_nonempty)
     return candidates[vote.chosen].sql, (f"{vote.votes} of {n} samples agree; "
                                          f"{vote.valid} ran; {seconds:.1f} s")
 

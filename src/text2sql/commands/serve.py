@@ -1,4 +1,5 @@
-"""``text2sql serve``: an HTTP API and a web page to ask a folder of SQLite databases."""
+"""``text2sql serve``: an HTTP API and a web page to ask a folder of SQLite databases, or the
+SQLite and PostgreSQL databases a databases.yaml names."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ SELECT/WITH query, the file opened read-only, a time limit, a row cap).
 The model loads once; questions are queued and those waiting together are
 generated as one batch; queries run in a pool of --sql-workers threads.
 Databases are served by name only (<folder>/<db>/<db>.sqlite or
-<folder>/<db>.sqlite): anything else is a 404.
+<folder>/<db>.sqlite): anything else is a 404. With --databases FILE.yaml,
+the names map to SQLite files or PostgreSQL URLs:
+
+  school: school/school.sqlite                  # relative to the YAML file
+  shop: postgresql://reader@db.example/shop     # password: PGPASSWORD, ~/.pgpass or ${VAR}
+  warehouse: {url: "postgresql://reader:${DW_PASSWORD}@dw/dw", schemas: [sales, public]}
+
+On PostgreSQL the SQL is translated with sqlglot and runs in a read-only
+transaction under statement_timeout, from a pool of --sql-workers connections.
 """
 
 EPILOG = """\
@@ -25,6 +34,7 @@ examples:
   text2sql serve                                   # data/sample/database, models/adapter
   text2sql serve --databases ./dbs --adapter models/adapter --port 8080
   text2sql serve --databases ./dbs --no-model      # only run SQL sent by clients
+  text2sql serve --databases databases.yaml        # SQLite files and PostgreSQL databases
   curl -s localhost:8000/v1/sql -d '{"db": "school", "question": "How many students are there?"}'
 
 then open http://127.0.0.1:8000 (the page) or http://127.0.0.1:8000/docs (the API).
@@ -36,8 +46,10 @@ def register(subparsers: Any) -> None:
         "serve", help="an HTTP API and a web page to ask a folder of SQLite databases",
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--databases", type=Path, default=Path("data/sample/database"), metavar="DIR",
-                   help="folder of SQLite databases, served by name (default: %(default)s)")
+    p.add_argument("--databases", type=Path, default=Path("data/sample/database"),
+                   metavar="DIR|YAML",
+                   help="folder of SQLite databases, served by name, or a .yaml file mapping "
+                        "names to SQLite files and PostgreSQL URLs (default: %(default)s)")
     p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
                    help="trained adapter folder (default: %(default)s, the train stage's output)")
     p.add_argument("--no-model", action="store_true",

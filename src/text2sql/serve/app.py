@@ -1,4 +1,5 @@
-"""The ``text2sql serve`` application: ask a folder of SQLite databases over HTTP.
+"""The ``text2sql serve`` application: ask a folder of SQLite databases (or the SQLite files
+and PostgreSQL databases a ``databases.yaml`` names) over HTTP.
 
 A question takes the road ``text2sql ask`` takes: the schema is read and linked, the
 prompt is built by the prepare stage's prompt maker, the adapter writes SQL, the SQL is
@@ -12,8 +13,10 @@ query under the runner's deadline, so a runaway query holds one worker for at mo
 ``timeout_s`` and never the event loop. Beyond ``max_pending`` requests in flight the
 server answers 429 instead of queueing without end.
 
-Databases are found by listing one folder, and named only: a name that is not in
-the listing (a path, ``..``, a typo) is a 404 before any file is opened.
+Databases are found by listing one folder, or named in a YAML file, and asked by name
+only: a name that is not in the listing (a path, ``..``, a typo) is a 404 before any
+file is opened. A PostgreSQL database gets a pool of ``sql_workers`` connections and
+the guards of :mod:`text2sql.postgres`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 
 from text2sql.io import DataError
+from text2sql.postgres import ConnectionFailed, PostgresDatabase, is_postgres_url
 from text2sql.questions import question_databases, read_schema
 from text2sql.schema import SQLITE_SUFFIXES, find_database
 
@@ -50,7 +54,7 @@ MAX_QUESTION_CHARS = 2000
 class ServeSettings:
     """What ``text2sql serve`` was started with (see its ``--help``)."""
 
-    databases: Path
+    databases: Path  # a folder of SQLite files, or a databases.yaml
     adapter: Path | None  # None: no model, requests must carry their own SQL
     params: Path = Path("params.yaml")
     timeout_s: float = 5.0  # per query, inside SQLite
@@ -69,32 +73,91 @@ class Overloaded(RuntimeError):
     """More requests in flight than ``max_pending`` (answered 429)."""
 
 
-def run_untrusted(db_path: Path, sql: str, timeout_s: float, max_rows: int) -> ExecResult:
+def run_untrusted(db_path: Path | PostgresDatabase, sql: str, timeout_s: float,
+                  max_rows: int) -> ExecResult:
     """Run model-written or user-written SQL on ``db_path`` read-only, under a deadline, a
     row cap and a byte budget, in a worker process with a memory limit (the evaluator's
-    runner, as ``ask`` uses it): a query that exhausts its worker costs that query only."""
+    runner, as ``ask`` uses it): a query that exhausts its worker costs that query only.
+    On PostgreSQL: translated and run by :meth:`PostgresDatabase.run`, in a pooled session."""
     from text2sql.execution import run_queries
+
+    if isinstance(db_path, PostgresDatabase):
+        return db_path.run(sql, timeout_s=timeout_s, max_rows=max_rows)
 
     [result] = run_queries([(db_path, sql)], timeout_s=timeout_s, max_rows=max_rows, workers=1)
     return result
 
 
-class Catalog:
-    """The databases this server may open: the SQLite files of one folder, by name.
+def read_database_list(path: Path, pool_size: int = 4) -> dict[str, Path | PostgresDatabase]:
+    """The databases a YAML file names: ``name: sqlite-file`` (relative to the file),
+    ``name: postgresql://...`` or ``name: {url: postgresql://..., schemas: [a, b]}``.
+    ``${VAR}`` in a URL is read from the environment (keep passwords out of the file)."""
+    import os
 
-    Spider layout (``<folder>/<db>/<db>.sqlite``) or flat (``<folder>/<db>.sqlite``);
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"{path}: cannot read it as YAML ({e}) (--databases)") from None
+    if not isinstance(data, dict) or not data:
+        raise DataError(f"{path}: expected a mapping of database names to SQLite files or "
+                        "PostgreSQL URLs (school: school.sqlite, shop: postgresql://...)")
+    found: dict[str, Path | PostgresDatabase] = {}
+    for name, value in data.items():
+        where = f"{path}: {name!r}"
+        if not isinstance(name, str) or not DB_NAME.fullmatch(name):
+            raise DataError(f"{where}: a name is letters, digits, '_', '.', '-' (up to 128)")
+        spec = value if isinstance(value, dict) else {"url": value}
+        url, schemas = spec.get("url"), spec.get("schemas", ["public"])
+        unknown = set(spec) - {"url", "schemas"}
+        if not isinstance(url, str) or unknown or not isinstance(schemas, list):
+            raise DataError(f"{where}: give a SQLite file, a PostgreSQL URL, or "
+                            "{url: postgresql://..., schemas: [public]}"
+                            + (f" (unknown keys: {sorted(unknown)})" if unknown else ""))
+        if is_postgres_url(url):
+            found[name] = PostgresDatabase(os.path.expandvars(url), [str(s) for s in schemas],
+                                           name=name, pool_size=pool_size)
+            continue
+        file = path.parent / url
+        if not file.is_file():
+            raise DataError(f"{where}: {file}: SQLite file not found (a path relative to "
+                            f"{path.name}, or a postgresql:// URL)")
+        found[name] = file
+    return found
+
+
+class Catalog:
+    """The databases this server may open, by name: the SQLite files of one folder, or
+    the SQLite files and PostgreSQL databases a YAML file names (:func:`read_database_list`).
+
+    Folder: Spider layout (``<folder>/<db>/<db>.sqlite``) or flat (``<folder>/<db>.sqlite``);
     a ``tables.json`` beside them gives the schemas, as in the prepare stage.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, pool_size: int = 4):
+        self.listed: dict[str, Path | PostgresDatabase] | None = None
+        if folder.suffix in (".yaml", ".yml"):
+            if not folder.is_file():
+                raise DataError(f"{folder}: no such file (--databases)")
+            self.listed = read_database_list(folder, pool_size)
+            return
         if not folder.is_dir():
             raise DataError(f"{folder}: no such folder of SQLite databases (--databases)")
         self.databases = question_databases(folder)
         self.folder: Path = self.databases.db_dir  # type: ignore[union-attr]
 
-    def names(self) -> dict[str, Path]:
-        """Every database in the folder now, by name (listed anew: files may come and go)."""
-        found: dict[str, Path] = {}
+    def close(self) -> None:
+        """Close the connection pools."""
+        for target in (self.listed or {}).values():
+            if isinstance(target, PostgresDatabase):
+                target.close()
+
+    def names(self) -> dict[str, Path | PostgresDatabase]:
+        """Every database, by name (a folder is listed anew: files may come and go)."""
+        if self.listed is not None:
+            return dict(self.listed)
+        found: dict[str, Path | PostgresDatabase] = {}
         for entry in sorted(self.folder.iterdir()):
             if not DB_NAME.fullmatch(entry.name):
                 continue
@@ -106,16 +169,21 @@ class Catalog:
                 found.setdefault(entry.stem, entry)
         return found
 
-    def locate(self, name: str) -> Path:
-        """The SQLite file of database ``name``; :class:`UnknownDatabase` unless listed."""
+    def locate(self, name: str) -> Path | PostgresDatabase:
+        """The SQLite file (or PostgreSQL database) of database ``name``;
+        :class:`UnknownDatabase` unless listed."""
         path = self.names().get(name) if DB_NAME.fullmatch(name) and ".." not in name else None
         if path is None:
             raise UnknownDatabase(f"unknown database {name!r}: GET /v1/databases lists the "
                                   "databases of this server")
         return path
 
-    def schema(self, name: str) -> tuple[Path, Schema]:
+    def schema(self, name: str) -> tuple[Path | PostgresDatabase, Schema]:
         path = self.locate(name)
+        if isinstance(path, PostgresDatabase):
+            return path, path.schema(name)
+        if self.listed is not None:
+            return path, read_schema(path, name)
         # tables.json's schema when it has this database (as the prepare stage), else the file's
         schemas = self.databases.schemas
         return path, schemas[name] if name in schemas else read_schema(path, name)
@@ -177,21 +245,32 @@ class Generator:
 
 
 def jsonable(value: Any) -> Any:
-    """A result cell as JSON can carry it: BLOBs described, NaN and infinities as text."""
-    if isinstance(value, bytes):
+    """A result cell as JSON can carry it: BLOBs described, NaN and infinities as text;
+    PostgreSQL's decimals as numbers, dates and times in ISO 8601, anything else as text."""
+    from decimal import Decimal
+
+    if isinstance(value, (bytes, memoryview)):
         return f"<BLOB, {len(value)} bytes>"
+    if isinstance(value, Decimal):
+        value = int(value) if value.is_finite() and value == value.to_integral_value() \
+            else float(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    return value
+    if value is None or isinstance(value, (str, int, float, bool, list, dict)):
+        return value
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-def answer_sql(db_path: Path, schema: Schema, sql: str, *, dialect: str | None, run: bool,
-               timeout_s: float, max_rows: int) -> dict[str, Any]:
-    """Translate and run ``sql`` as ``text2sql ask`` does: the body of an answer."""
+def answer_sql(db_path: Path | PostgresDatabase, schema: Schema, sql: str, *,
+               dialect: str | None, run: bool, timeout_s: float, max_rows: int) -> dict[str, Any]:
+    """Translate and run ``sql`` as ``text2sql ask`` does: the body of an answer (on
+    PostgreSQL, ``dialect_sql`` is the SQL that runs there unless another dialect is asked)."""
     from text2sql.dialect import column_names, transpile
     from text2sql.execution import EMPTY, PARSE_ERROR, check_read_only_query
     from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
 
+    if isinstance(db_path, PostgresDatabase):
+        dialect = dialect or "postgres"
     out: dict[str, Any] = {"sql": sql, "dialect": dialect, "dialect_sql": None, "columns": [],
                            "rows": [], "truncated": False, "error_kind": None, "error": None,
                            "executed": False}
@@ -219,17 +298,22 @@ def answer_sql(db_path: Path, schema: Schema, sql: str, *, dialect: str | None, 
             "rows": [[jsonable(v) for v in row] for row in rows]}
 
 
-def vote_sql(db_path: Path, texts: list[str], logprobs: list[float], *, timeout_s: float,
-             max_rows: int, prefer_nonempty: bool) -> tuple[str, dict[str, Any]]:
+def vote_sql(db_path: Path | PostgresDatabase, texts: list[str], logprobs: list[float], *,
+             timeout_s: float, max_rows: int, prefer_nonempty: bool) -> tuple[str, dict[str, Any]]:
     """Self-consistency over sampled texts, as ``ask --num-samples`` does: the chosen SQL
     and how the vote went. The candidates run in a worker process (:func:`choose_all`, the
-    runner of voting and evaluation), so a bomb among them costs one vote."""
-    from text2sql.consistency import Candidate, choose_all
+    runner of voting and evaluation), so a bomb among them costs one vote; on PostgreSQL,
+    on the server (:func:`choose_live`)."""
+    from text2sql.consistency import Candidate, choose_all, choose_live
     from text2sql.extract import extract_sql
 
     candidates = [Candidate(t, extract_sql(t), lp) for t, lp in zip(texts, logprobs, strict=True)]
-    [chosen] = choose_all([(str(db_path), candidates)], timeout_s=timeout_s, max_rows=max_rows,
-                          prefer_nonempty=prefer_nonempty, workers=1)
+    if isinstance(db_path, PostgresDatabase):
+        chosen = choose_live(db_path, candidates, timeout_s=timeout_s, max_rows=max_rows,
+                             prefer_nonempty=prefer_nonempty)
+    else:
+        [chosen] = choose_all([(str(db_path), candidates)], timeout_s=timeout_s,
+                              max_rows=max_rows, prefer_nonempty=prefer_nonempty, workers=1)
     return candidates[chosen.chosen].sql, {"samples": len(candidates), "votes": chosen.votes,
                                            "valid": chosen.valid}
 
@@ -307,7 +391,7 @@ def create_app(settings: ServeSettings) -> Any:
 
     from text2sql.questions import prepare_settings, prompt_row
 
-    catalog = Catalog(settings.databases)
+    catalog = Catalog(settings.databases, pool_size=settings.sql_workers)
     prepare = prepare_settings(settings.params)
     generator = Generator(settings.adapter, settings.params, settings.max_batch) \
         if settings.adapter is not None else None
@@ -332,6 +416,7 @@ def create_app(settings: ServeSettings) -> Any:
         if task is not None:
             task.cancel()
         sql_pool.shutdown(wait=False, cancel_futures=True)
+        catalog.close()
 
     app = FastAPI(
         title="text2sql serve", version=_version(), lifespan=lifespan,
@@ -391,7 +476,8 @@ def create_app(settings: ServeSettings) -> Any:
     @app.get("/v1/databases", tags=["databases"])
     async def databases() -> dict[str, Any]:
         """The databases of the served folder, by name."""
-        return {"databases": [{"name": name} for name in catalog.names()]}
+        return {"databases": [{"name": name, "engine": "postgresql" if isinstance(
+            target, PostgresDatabase) else "sqlite"} for name, target in catalog.names().items()]}
 
     @app.get("/v1/databases/{db}/schema", tags=["databases"])
     async def schema(db: str) -> dict[str, Any]:
@@ -448,6 +534,10 @@ def create_app(settings: ServeSettings) -> Any:
     @app.exception_handler(UnknownDatabase)
     async def _unknown_db(_request: Request, e: UnknownDatabase) -> JSONResponse:
         return JSONResponse({"error": str(e.args[0])}, status_code=404)
+
+    @app.exception_handler(ConnectionFailed)
+    async def _unreachable(_request: Request, e: ConnectionFailed) -> JSONResponse:
+        return JSONResponse({"error": str(e)}, status_code=503)
 
     @app.exception_handler(Overloaded)
     async def _overloaded(_request: Request, e: Overloaded) -> JSONResponse:

@@ -1,0 +1,395 @@
+"""PostgreSQL: a live database asked read-only, with the guarantees the SQLite runner gives.
+
+The model writes SQLite SQL (what it was trained on). :meth:`PostgresDatabase.run` checks it
+is one SELECT/WITH query (:func:`text2sql.execution.check_read_only_query`), translates it
+to PostgreSQL with sqlglot (a query sqlglot cannot read is a ``parse_error``), refuses
+calls of server functions with side effects and writes inside a query
+(:func:`beyond_reading`), and runs it:
+
+- in a read-only transaction (``SET TRANSACTION READ ONLY``, and the session's
+  ``default_transaction_read_only``), always rolled back, so even a ``set_config`` is undone;
+- through a server-side cursor (the extended protocol: one statement, never two);
+- under ``statement_timeout`` (and ``lock_timeout``), ``idle_in_transaction_session_timeout``
+  for a client that stalls, and the runner's row cap and byte budget (``fetch_bounded``).
+
+The schema (tables, columns, types, primary and foreign keys) is read from the catalog of the
+allowed schemas (``public`` by default; they become the ``search_path``), so linking and
+prompts are the SQLite ones. Passwords never appear in what this module prints, returns or
+raises: :func:`masked` shows a URL without it, :func:`hide_password` cleans a message.
+The strongest guard is the server's: connect as a role with SELECT rights only (README).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from text2sql.execution import (EXEC_ERROR, MAX_RESULT_BYTES, NOT_READ_ONLY, PARSE_ERROR,
+                                TIMEOUT, TOO_LARGE, UNKNOWN_COLUMN, UNKNOWN_TABLE, ExecResult,
+                                check_read_only_query, fetch_bounded)
+from text2sql.io import DataError
+from text2sql.schema import Column, ForeignKey, Schema, Table, quote_identifier
+
+if TYPE_CHECKING:
+    from text2sql.values import ValueIndex
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+CONNECT_TIMEOUT_S = 10
+VALUES_TTL_S = 300.0  # the value index of a live database is read again after this long
+INTROSPECTION_TIMEOUT_S = 30.0
+
+# Server functions a question never needs and that act beyond reading the tables: signal or
+# terminate backends, reload the configuration, sleep, take session locks, notify, touch
+# sequences, large objects and server files, run a query given as text (query_to_xml,
+# ts_stat), or reach other servers (dblink). A read-only transaction does not stop all of them.
+SIDE_EFFECT_FUNCTIONS = re.compile(
+    r"(pg_|lo_|dblink|query_to_xml|cursor_to_xml|ts_stat|set_config|nextval|setval|currval|"
+    r"lastval|txid_|binary_upgrade_)\w*", re.IGNORECASE)
+
+class ConnectionFailed(DataError):
+    """The server cannot be reached or refuses the login (the message says where and why)."""
+
+
+_SQLSTATE_KINDS = {"57014": TIMEOUT, "55P03": TIMEOUT, "42P01": UNKNOWN_TABLE,
+                   "42703": UNKNOWN_COLUMN, "42702": UNKNOWN_COLUMN, "25006": NOT_READ_ONLY,
+                   "42601": PARSE_ERROR, "54000": TOO_LARGE}
+
+
+def is_postgres_url(text: object) -> bool:
+    """Whether ``text`` is a PostgreSQL URL (``postgresql://...`` or ``postgres://...``)."""
+    return isinstance(text, str) and text.lower().startswith(URL_SCHEMES)
+
+
+def masked(url: str) -> str:
+    """``url`` with its password (in the user part or a ``password=`` parameter) as ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, hosts = netloc.rpartition("@")
+        if ":" in user:
+            user = user.split(":", 1)[0] + ":***"
+        netloc = f"{user}@{hosts}"
+    query = urlencode([(k, "***" if k.lower() == "password" else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def hide_password(message: str, url: str) -> str:
+    """``message`` with every password of ``url`` (and ``PGPASSWORD``) replaced by ``***``."""
+    from urllib.parse import unquote
+
+    parts = urlsplit(url)
+    secrets = [parts.password, unquote(parts.password or ""), os.environ.get("PGPASSWORD")]
+    secrets += [v for k, v in parse_qsl(parts.query) if k.lower() == "password"]
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        message = message.replace(secret, "***")
+    return message
+
+
+def beyond_reading(pg_sql: str) -> str | None:
+    """What in ``pg_sql`` would act beyond reading tables, else ``None``: a call of a
+    :data:`SIDE_EFFECT_FUNCTIONS` function, a write inside the query (``WITH x AS (DELETE
+    ...)``, ``FOR UPDATE``) or ``SELECT ... INTO`` (which creates a table)."""
+    import sqlglot
+    from sqlglot.tokens import TokenType
+
+    try:
+        tokens = sqlglot.Dialect.get_or_raise("postgres").tokenize(pg_sql)
+    except sqlglot.errors.SqlglotError as e:
+        return f"SQL that sqlglot's PostgreSQL tokenizer rejects ({str(e).splitlines()[0]})"
+    writes = (TokenType.INSERT, TokenType.UPDATE, TokenType.DELETE, TokenType.MERGE,
+              TokenType.INTO)
+    for token, after in zip(tokens, [*tokens[1:], None], strict=True):
+        if token.token_type in writes:
+            return f"{token.text.upper()} inside the query"
+        if (after is not None and after.token_type == TokenType.L_PAREN
+                and token.token_type not in (TokenType.STRING, TokenType.NUMBER)
+                and SIDE_EFFECT_FUNCTIONS.fullmatch(token.text)):
+            return f"a call of {token.text.lower()}(), a server function with side effects"
+    return None
+
+
+def classify_error(error: Exception) -> str:
+    """The error kind of a psycopg error, by its SQLSTATE."""
+    state = getattr(error, "sqlstate", None) or ""
+    return _SQLSTATE_KINDS.get(state) or (TOO_LARGE if state.startswith("53") else EXEC_ERROR)
+
+
+class PostgresDatabase:
+    """One PostgreSQL database: its URL (libpq's; empty parts come from ``PGHOST``,
+    ``PGUSER``, ``PGPASSWORD``, ``PGDATABASE``... or ``~/.pgpass``), the schemas questions
+    may read, and with ``pool_size`` a pool of connections (``serve``)."""
+
+    def __init__(self, url: str, schemas: Sequence[str] = ("public",), *,
+                 name: str | None = None, pool_size: int = 0):
+        if not is_postgres_url(url):
+            raise DataError(f"{masked(url)}: not a PostgreSQL URL (postgresql://user@host/db)")
+        bad = [s for s in schemas if not SCHEMA_NAME.fullmatch(s)]
+        if not schemas or bad:
+            raise DataError(f"schemas {list(schemas)!r}: give one or more schema names "
+                            "(letters, digits, _ and $; e.g. public)")
+        self.url, self.schemas, self.pool_size = url, list(schemas), pool_size
+        self.name = name or self._target()["dbname"]
+        self._pool: Any = None
+        self._lock = threading.Lock()
+        self._values: tuple[float, ValueIndex] | None = None
+        self._schema: tuple[float, Schema] | None = None
+
+    def __str__(self) -> str:
+        return masked(self.url)
+
+    def __repr__(self) -> str:
+        return f"PostgresDatabase({masked(self.url)!r}, schemas={self.schemas!r})"
+
+    def _target(self) -> dict[str, str]:
+        """Host, port, database and user this URL reaches, environment included."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            info = conninfo_to_dict(self.url)
+        except Exception as e:  # noqa: BLE001 - psycopg's message, password hidden
+            raise DataError(f"{masked(self.url)}: not a valid PostgreSQL URL "
+                            f"({hide_password(str(e), self.url)})") from None
+        user = str(info.get("user") or os.environ.get("PGUSER") or _login_name())
+        return {"host": str(info.get("host") or os.environ.get("PGHOST") or "the local socket"),
+                "port": str(info.get("port") or os.environ.get("PGPORT") or 5432),
+                "dbname": str(info.get("dbname") or os.environ.get("PGDATABASE") or user),
+                "user": user}
+
+    def _options(self, timeout_s: float) -> dict[str, Any]:
+        ms = int(timeout_s * 1000)
+        settings = {"default_transaction_read_only": "on", "statement_timeout": ms,
+                    "lock_timeout": ms, "idle_in_transaction_session_timeout": ms + 10_000,
+                    "search_path": ",".join(self.schemas)}
+        return {"options": " ".join(f"-c {k}={v}" for k, v in settings.items()),
+                "application_name": "text2sql", "connect_timeout": CONNECT_TIMEOUT_S,
+                "autocommit": False}
+
+    def connect(self, timeout_s: float = INTROSPECTION_TIMEOUT_S) -> Any:
+        """A new read-only session; a failure says where it tried and what to check."""
+        import psycopg
+
+        try:
+            return psycopg.connect(self.url, **self._options(timeout_s))
+        except psycopg.Error as e:
+            raise self._connect_error(e) from None
+
+    def _connect_error(self, error: Exception) -> ConnectionFailed:
+        t = self._target()
+        why = " ".join(hide_password(str(error), self.url).split()).rstrip(".?")
+        return ConnectionFailed(
+            f"cannot connect to PostgreSQL at {t['host']}, port {t['port']} (database "
+            f"{t['dbname']!r}, user {t['user']!r}): {why}. Check that the server runs there and "
+            "accepts TCP connections (host, port, listen_addresses, firewall), the user name and "
+            "password (in the URL, PGPASSWORD or ~/.pgpass), and that pg_hba.conf lets this "
+            "client in")
+
+    @contextmanager
+    def session(self, timeout_s: float = INTROSPECTION_TIMEOUT_S) -> Iterator[Any]:
+        """A connection (from the pool when there is one) whose transaction is rolled back."""
+        if self.pool_size:
+            import psycopg_pool
+
+            pool = self._open_pool()
+            try:
+                with pool.connection() as conn:
+                    try:
+                        yield conn
+                    finally:
+                        conn.rollback()
+            except psycopg_pool.PoolTimeout as e:
+                raise self._connect_error(e) from None
+            return
+        conn = self.connect(timeout_s)
+        try:
+            yield conn
+        finally:
+            conn.close()  # never commits
+
+    def _open_pool(self) -> Any:
+        with self._lock:
+            if self._pool is None:
+                from psycopg_pool import ConnectionPool
+
+                self.connect().close()  # fail now, with the clear message, if it cannot connect
+                self._pool = ConnectionPool(
+                    self.url, kwargs=self._options(INTROSPECTION_TIMEOUT_S), min_size=1,
+                    max_size=self.pool_size, open=True, check=ConnectionPool.check_connection,
+                    name=f"text2sql-{self.name}", timeout=CONNECT_TIMEOUT_S)
+            return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def run(self, sql: str, *, timeout_s: float = 5.0, max_rows: int = 10000,
+            max_bytes: int = MAX_RESULT_BYTES) -> ExecResult:
+        """Run one SQLite SELECT/WITH query, translated, read-only and bounded (module doc)."""
+        from text2sql.dialect import CannotTranslate, translate
+
+        from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
+
+        kind, message = check_read_only_query(sql)
+        if kind is not None:
+            return ExecResult(None, kind, message)
+        if too_hard_to_parse(sql):  # sqlglot would take hours to translate it
+            return ExecResult(None, PARSE_ERROR, f"more than {MAX_BARE_JOINS} JOINs in a row "
+                              "without ON")
+        try:
+            pg_sql = translate(sql, "postgres")
+        except CannotTranslate as e:
+            return ExecResult(None, PARSE_ERROR, f"sqlglot cannot translate it to PostgreSQL: {e}")
+        why = beyond_reading(pg_sql)
+        if why is not None:
+            return ExecResult(None, NOT_READ_ONLY, f"refused: {why}")
+        return self.execute(pg_sql, timeout_s=timeout_s, max_rows=max_rows, max_bytes=max_bytes)
+
+    def execute(self, pg_sql: str, *, timeout_s: float, max_rows: int,
+                max_bytes: int = MAX_RESULT_BYTES) -> ExecResult:
+        """Run PostgreSQL SQL in a read-only transaction, rolled back: no checks of its text."""
+        import psycopg
+
+        start = time.monotonic()
+        with self.session(timeout_s) as conn:
+            try:
+                conn.execute("SET TRANSACTION READ ONLY")
+                ms = max(int(timeout_s * 1000), 1)
+                conn.execute(f"SET LOCAL statement_timeout = {ms}")
+                conn.execute(f"SET LOCAL lock_timeout = {ms}")
+                with conn.cursor(name="text2sql_query") as cur:  # server-side: one statement
+                    cur.execute(pg_sql)
+                    return fetch_bounded(cur, max_rows=max_rows, max_bytes=max_bytes,
+                                         start=start, deadline=start + timeout_s)
+            except psycopg.Error as e:
+                kind = classify_error(e)
+                message = (f"no result within {timeout_s:g} s (stopped by PostgreSQL's "
+                           "statement_timeout)" if kind == TIMEOUT
+                           else hide_password(str(e).strip().splitlines()[0], self.url))
+                return ExecResult(None, kind, message, seconds=time.monotonic() - start)
+            except MemoryError as e:
+                return ExecResult(None, TOO_LARGE, f"MemoryError: {e}",
+                                  seconds=time.monotonic() - start)
+
+    def schema(self, db_id: str | None = None) -> Schema:
+        """Tables (and views), columns, types, primary and foreign keys of the allowed schemas,
+        read again after :data:`VALUES_TTL_S` seconds.
+
+        A table name found in two schemas is taken from the first (as the search path does).
+        """
+        cached = self._schema
+        if cached is None or time.monotonic() - cached[0] >= VALUES_TTL_S:
+            cached = self._schema = (time.monotonic(), self._read_schema())
+        schema = cached[1]
+        return schema if db_id is None else Schema(db_id, schema.tables, schema.foreign_keys)
+
+    def _read_schema(self) -> Schema:
+        with self.session() as conn:
+            conn.execute("SET TRANSACTION READ ONLY")
+            columns = conn.execute(_COLUMNS_SQL, {"schemas": self.schemas}).fetchall()
+            keys = conn.execute(_KEYS_SQL, {"schemas": self.schemas}).fetchall()
+        tables: dict[str, Table] = {}
+        owner: dict[str, str] = {}
+        for nspname, relname, column, ctype in columns:
+            if owner.setdefault(relname, nspname) != nspname:
+                continue
+            if relname not in tables:
+                tables[relname] = Table(relname, [])
+            tables[relname].columns.append(Column(column, ctype.lower()))
+        fks = []
+        for kind, nspname, relname, cols, ref_table, ref_cols in keys:
+            if owner.get(relname) != nspname:
+                continue
+            if kind == "p":
+                tables[relname].primary_key = list(cols)
+            elif ref_table in tables:
+                fks += [ForeignKey(relname, c, ref_table, r)
+                        for c, r in zip(cols, ref_cols, strict=False)]
+        return Schema(self.name, list(tables.values()), fks)
+
+    def value_index(self) -> ValueIndex:
+        """The short text values of every text column (as for SQLite), read again after
+        :data:`VALUES_TTL_S` seconds."""
+        from text2sql.linking import schema_words
+        from text2sql.values import MAX_VALUE_CHARS, MAX_VALUES_PER_COLUMN, ValueIndex
+
+        cached = self._values
+        if cached is not None and time.monotonic() - cached[0] < VALUES_TTL_S:
+            return cached[1]
+        schema = self.schema()
+        entries: list[tuple[str, str, str]] = []
+        with self.session() as conn:
+            for table in schema.tables:
+                for col in table.columns:
+                    if not col.type.startswith(("text", "character", "citext", "name")):
+                        continue
+                    q = quote_identifier(col.name)
+                    sql = (f"SELECT DISTINCT {q} FROM {quote_identifier(table.name)} WHERE "
+                           f"length({q}) BETWEEN 2 AND {MAX_VALUE_CHARS} "
+                           f"LIMIT {MAX_VALUES_PER_COLUMN}")
+                    entries += [(table.name, col.name, v) for (v,) in self._read(conn, sql)]
+        index = ValueIndex(entries, schema_words(schema))
+        self._values = (time.monotonic(), index)
+        return index
+
+    def sample_rows(self, table: str, n: int) -> list[tuple]:
+        """The first ``n`` rows of ``table`` (no order: whatever the server gives first)."""
+        with self.session() as conn:
+            return self._read(conn, f"SELECT * FROM {quote_identifier(table)} LIMIT {int(n)}")
+
+    @staticmethod
+    def _read(conn: Any, sql: str) -> list[tuple]:
+        """Rows of trusted SQL, read-only; a table that cannot be read gives none."""
+        import psycopg
+
+        try:
+            conn.execute("SET TRANSACTION READ ONLY")
+            return conn.execute(sql).fetchall()
+        except psycopg.Error:
+            return []
+        finally:
+            conn.rollback()
+
+
+def _login_name() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "?"
+
+
+_COLUMNS_SQL = """
+SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND has_table_privilege(c.oid, 'SELECT')
+ORDER BY array_position(%(schemas)s::text[], n.nspname::text), c.oid, a.attnum
+"""
+
+_KEYS_SQL = """
+SELECT con.contype, n.nspname, c.relname,
+       ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num
+             ORDER BY k.ord),
+       rc.relname,
+       ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
+             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num
+             ORDER BY k.ord)
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class rc ON rc.oid = con.confrelid
+WHERE con.contype IN ('p', 'f') AND n.nspname = ANY(%(schemas)s)
+ORDER BY c.oid, con.contype DESC, con.oid
+"""
