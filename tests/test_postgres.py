@@ -273,7 +273,8 @@ def test_serve_answers_on_postgres(cluster, reader_url, tmp_path, repo_root, mon
 
     (tmp_path / "databases.yaml").write_text(
         f"school_pg: {{url: 'postgresql://{READER}:${{SCHOOL_PW}}@127.0.0.1:{cluster.port}/"
-        f"school', schemas: [public]}}\nschool: {SCHOOL}\n")
+        f"school', schemas: [public]}}\nschool: {SCHOOL}\n"
+        f"down: 'postgresql://{READER}:{WRONG_PASSWORD}@127.0.0.1:1/school'\n")
     monkeypatch.setenv("SCHOOL_PW", READER_PASSWORD)
     before = fingerprint(cluster)
     srv = start_server(tmp_path / "databases.yaml", ["--no-model", "--timeout", "1",
@@ -281,7 +282,11 @@ def test_serve_answers_on_postgres(cluster, reader_url, tmp_path, repo_root, mon
     try:
         status, listed = srv.call("GET", "/v1/databases")
         assert listed["databases"] == [{"name": "school_pg", "engine": "postgresql"},
-                                       {"name": "school", "engine": "sqlite"}]
+                                       {"name": "school", "engine": "sqlite"},
+                                       {"name": "down", "engine": "postgresql"}]
+        status, down = srv.post("/v1/sql", {"db": "down", "sql": "SELECT 1"})
+        assert status == 503 and "127.0.0.1, port 1" in down["error"], down
+        assert WRONG_PASSWORD not in json.dumps(down)
         status, schema = srv.call("GET", "/v1/databases/school_pg/schema")
         assert status == 200 and [t["name"] for t in schema["tables"]][:2] == ["teachers",
                                                                              "courses"]
@@ -305,5 +310,6 @@ def test_serve_answers_on_postgres(cluster, reader_url, tmp_path, repo_root, mon
         srv.proc.terminate()
         srv.proc.wait(timeout=30)
     log = (tmp_path / f"serve-{srv.port}.log").read_text()
-    assert READER_PASSWORD not in log and READER_PASSWORD not in json.dumps(listed)
+    assert READER_PASSWORD not in log and WRONG_PASSWORD not in log
+    assert READER_PASSWORD not in json.dumps(listed)
     assert fingerprint(cluster) == before

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from text2sql.execution import open_readonly
 from text2sql.linking import STOPWORD_STEMS, schema_words, stem
@@ -30,10 +30,15 @@ MAX_VALUE_CHARS = 60
 MAX_VALUE_WORDS = 6
 # Distinct values read per column at most: bounds the index of a big database.
 MAX_VALUES_PER_COLUMN = 20000
-if TYPE_CHECKING:
-    from text2sql.postgres import PostgresDatabase
-
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+class LiveDatabase(Protocol):
+    """A database behind a server that reads its own values (:mod:`text2sql.postgres`)."""
+
+    def value_index(self) -> ValueIndex: ...
+
+    def sample_rows(self, table: str, n: int) -> list[tuple]: ...
 
 
 @dataclass(frozen=True)
@@ -143,16 +148,16 @@ def _cached_index(db_path: str, mtime_ns: int) -> ValueIndex:
     return ValueIndex.from_sqlite(db_path)
 
 
-def value_index(db_path: str | Path | PostgresDatabase) -> ValueIndex:
+def value_index(db_path: str | Path | LiveDatabase) -> ValueIndex:
     """The value index of a database, built once per file (and again if the file changes);
-    a PostgreSQL database keeps its own (:meth:`PostgresDatabase.value_index`)."""
+    a PostgreSQL database keeps its own (``LiveDatabase.value_index``)."""
     if not isinstance(db_path, (str, Path)):
         return db_path.value_index()
     path = Path(db_path).resolve()
     return _cached_index(str(path), path.stat().st_mtime_ns)
 
 
-def sample_rows(db_path: str | Path | PostgresDatabase, table: str, n: int,
+def sample_rows(db_path: str | Path | LiveDatabase, table: str, n: int,
                 max_chars: int = 30) -> list[tuple]:
     """The first ``n`` rows of ``table``; long text is cut to ``max_chars`` characters."""
     if n <= 0:

@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         db = Path(args.db)
         if not db.is_file():
-            raise DataError(f"{db}: SQLite file not found (--db; a PostgreSQL database is "
-                            "given as postgresql://...)")
+            raise DataError(f"{db}: SQLite file not found (--db); a PostgreSQL database is "
+                            "given as postgresql://user@host/db")
         schema = read_schema(db)
         if not schema.tables:
             raise DataError(f"{db}: the database has no tables to ask about")
