@@ -113,6 +113,40 @@ def test_prompts_are_the_sqlite_ones(reader_url):
     assert live["db_path"] == masked(reader_url) and READER_PASSWORD not in json.dumps(live)
 
 
+def test_other_schemas_and_mixed_case_names(cluster, reader_url, capsys):
+    """--schemas picks the schemas; names the catalog spells in mixed case are quoted so."""
+    with cluster.admin("school") as conn:
+        conn.execute('CREATE SCHEMA crm; CREATE TABLE crm."Customers" ("CustomerId" int '
+                     'PRIMARY KEY, "FullName" text); INSERT INTO crm."Customers" VALUES '
+                     "(1, 'Ada Abara'), (2, 'Bruno Lind'); GRANT USAGE ON SCHEMA crm TO "
+                     f"{READER}; GRANT SELECT ON ALL TABLES IN SCHEMA crm TO {READER}")
+    try:
+        assert PostgresDatabase(reader_url, ["crm"]).schema().table_names == ["Customers"]
+        assert len(PostgresDatabase(reader_url, ["crm", "public"]).schema().tables) == 6
+        code = main(["ask", "--db", reader_url, "--schemas", "crm", "--sql",
+                     "SELECT fullname FROM customers WHERE customerid = 2"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert 'SELECT "FullName" FROM "Customers" WHERE "CustomerId" = 2' in out
+        assert "Bruno Lind" in out
+    finally:
+        with cluster.admin("school") as conn:
+            conn.execute("DROP SCHEMA crm CASCADE")
+
+
+def test_pooled_sessions_are_rolled_back(reader_url):
+    """What a query changes in its session (settings, the search path) dies with its
+    transaction: the next query on the same pooled connection does not see it."""
+    db = PostgresDatabase(reader_url, pool_size=1)
+    try:
+        changed = db.execute("SELECT set_config('search_path', 'pg_catalog', false)",
+                             timeout_s=2, max_rows=1)
+        assert changed.ok
+        assert db.run("SELECT count(*) FROM students").rows == [(40,)]
+    finally:
+        db.close()
+
+
 def test_the_gold_queries_give_the_sqlite_answers(reader_url):
     """Every school query of the sample dev set, translated: the rows SQLite gives."""
     import sqlite3

@@ -116,6 +116,28 @@ def beyond_reading(pg_sql: str) -> str | None:
     return None
 
 
+def exact_case(pg_sql: str, schema: Schema) -> str:
+    """``pg_sql`` with unquoted names of mixed-case tables and columns quoted as the catalog
+    spells them: SQLite matches names in any case, PostgreSQL folds unquoted ones to lower
+    case (``Customers`` would be ``customers``). Unchanged when every name is lower case."""
+    import sqlglot
+    from sqlglot import exp
+
+    spelled = {n.lower(): n for t in schema.tables for n in (t.name, *(c.name for c in t.columns))
+               if n != n.lower()}
+    if not spelled:
+        return pg_sql
+    try:
+        tree = sqlglot.parse_one(pg_sql, read="postgres")
+    except sqlglot.errors.SqlglotError:
+        return pg_sql  # PostgreSQL will say what is wrong with it
+    for ident in tree.find_all(exp.Identifier):
+        if not ident.quoted and ident.name.lower() in spelled:
+            ident.set("this", spelled[ident.name.lower()])
+            ident.set("quoted", True)
+    return tree.sql(dialect="postgres")
+
+
 def classify_error(error: Exception) -> str:
     """The error kind of a psycopg error, by its SQLSTATE."""
     state = getattr(error, "sqlstate", None) or ""
@@ -230,6 +252,22 @@ class PostgresDatabase:
             self._pool.close()
             self._pool = None
 
+    def translate(self, sql: str) -> str:
+        """The PostgreSQL SQL :meth:`run` executes for SQLite ``sql`` (sqlglot's translation,
+        names in the catalog's case); :class:`text2sql.dialect.CannotTranslate` if none."""
+        from text2sql.dialect import translate
+
+        return exact_case(translate(sql, "postgres"), self.schema())
+
+    def shown(self, sql: str) -> str:
+        """:meth:`translate`'s SQL, or a note saying why there is none (for display)."""
+        from text2sql.dialect import CannotTranslate
+
+        try:
+            return self.translate(sql)
+        except CannotTranslate as e:
+            return f"(cannot translate: {e})"
+
     def run(self, sql: str, *, timeout_s: float = 5.0, max_rows: int = 10000,
             max_bytes: int = MAX_RESULT_BYTES) -> ExecResult:
         """Run one SQLite SELECT/WITH query, translated, read-only and bounded (module doc)."""
@@ -244,7 +282,7 @@ class PostgresDatabase:
             return ExecResult(None, PARSE_ERROR, f"more than {MAX_BARE_JOINS} JOINs in a row "
                               "without ON")
         try:
-            pg_sql = translate(sql, "postgres")
+            pg_sql = self.translate(sql)
         except CannotTranslate as e:
             return ExecResult(None, PARSE_ERROR, f"sqlglot cannot translate it to PostgreSQL: {e}")
         why = beyond_reading(pg_sql)

@@ -140,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
     dialects = [d for d in ("postgres" if on_postgres else None, args.dialect) if d]
     if sql:
         for dialect in dict.fromkeys(dialects):
-            print(f"SQL ({dialect}):\n  {indent(transpile(sql, dialect))}", file=out)
+            shown = db.shown(sql) if isinstance(db, PostgresDatabase) and dialect == "postgres" \
+                else transpile(sql, dialect)
+            print(f"SQL ({dialect}):\n  {indent(shown)}", file=out)
     kind, message = check_read_only_query(sql)
     if kind is not None:
         print(f"text2sql ask: refused: {refusal(kind, message)}. Only a single read-only query "

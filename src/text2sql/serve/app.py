@@ -281,7 +281,8 @@ def answer_sql(db_path: Path | PostgresDatabase, schema: Schema, sql: str, *,
                 "error": f"more than {MAX_BARE_JOINS} JOINs in a row without ON (a model "
                          "repeating itself); nothing was executed"}
     if dialect:
-        out["dialect_sql"] = transpile(sql, dialect)
+        out["dialect_sql"] = db_path.shown(sql) if isinstance(db_path, PostgresDatabase) \
+            and dialect == "postgres" else transpile(sql, dialect)
     if not run:
         kind, message = check_read_only_query(sql)
         return {**out, "error_kind": kind, "error": message or None}
