@@ -61,6 +61,13 @@ class Cluster:
         self.root = Path(tempfile.mkdtemp(prefix="text2sql-pg-"))
         self.data, self.port = self.root / "data", free_port()
         self.as_user = os.geteuid() == 0
+        try:
+            self._start()
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+
+    def _start(self) -> None:
         if self.as_user:
             uid = pwd.getpwnam(SUPERUSER)
             os.chown(self.root, uid.pw_uid, uid.pw_gid)

@@ -111,6 +111,8 @@ def test_prompts_are_the_sqlite_ones(reader_url):
     assert live["tables"] == file["tables"]
     assert "students.name = 'Wren Falk'" in live["prompt"][-1]["content"]  # a value hint
     assert live["db_path"] == masked(reader_url) and READER_PASSWORD not in json.dumps(live)
+    with_rows = prompt_row(question, db, db.schema(), PrepareParams(sample_rows=2))
+    assert "-- rows: (" in with_rows["prompt"][-1]["content"]
 
 
 def test_other_schemas_and_mixed_case_names(cluster, reader_url, capsys):

@@ -44,6 +44,9 @@ SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 CONNECT_TIMEOUT_S = 10
 VALUES_TTL_S = 300.0  # the value index of a live database is read again after this long
 INTROSPECTION_TIMEOUT_S = 30.0
+# Reading the value index of a big database: each column under this limit (a column too
+# slow to scan gives no hints), and no more columns after the whole budget is spent.
+VALUES_COLUMN_TIMEOUT_S, VALUES_BUDGET_S = 2.0, 20.0
 
 # Server functions a question never needs and that act beyond reading the tables: signal or
 # terminate backends, reload the configuration, sleep, take session locks, notify, touch
@@ -363,16 +366,19 @@ class PostgresDatabase:
             return cached[1]
         schema = self.schema()
         entries: list[tuple[str, str, str]] = []
+        stop = time.monotonic() + VALUES_BUDGET_S
         with self.session() as conn:
             for table in schema.tables:
                 for col in table.columns:
-                    if not col.type.startswith(("text", "character", "citext", "name")):
+                    if not col.type.startswith(("text", "character", "citext", "name")) \
+                            or time.monotonic() > stop:
                         continue
                     q = quote_identifier(col.name)
                     sql = (f"SELECT DISTINCT {q} FROM {quote_identifier(table.name)} WHERE "
                            f"length({q}) BETWEEN 2 AND {MAX_VALUE_CHARS} "
                            f"LIMIT {MAX_VALUES_PER_COLUMN}")
-                    entries += [(table.name, col.name, v) for (v,) in self._read(conn, sql)]
+                    entries += [(table.name, col.name, v) for (v,) in self._read(
+                        conn, sql, VALUES_COLUMN_TIMEOUT_S)]
         index = ValueIndex(entries, schema_words(schema))
         self._values = (time.monotonic(), index)
         return index
@@ -383,12 +389,14 @@ class PostgresDatabase:
             return self._read(conn, f"SELECT * FROM {quote_identifier(table)} LIMIT {int(n)}")
 
     @staticmethod
-    def _read(conn: Any, sql: str) -> list[tuple]:
-        """Rows of trusted SQL, read-only; a table that cannot be read gives none."""
+    def _read(conn: Any, sql: str, timeout_s: float = INTROSPECTION_TIMEOUT_S) -> list[tuple]:
+        """Rows of trusted SQL, read-only; a table that cannot be read (or not within
+        ``timeout_s``) gives none."""
         import psycopg
 
         try:
             conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
             return conn.execute(sql).fetchall()
         except psycopg.Error:
             return []

@@ -48,7 +48,8 @@ examples:
   PGHOST=db.example PGUSER=reader PGDATABASE=shop text2sql ask --db postgresql:// "..."
 
 exit status: 0 answered; 1 the query failed (error shown); 2 bad arguments or
-files; 3 refused (not a single read-only query: nothing was executed).
+files, or a database that cannot be reached; 3 refused (not a single read-only
+query: nothing was executed).
 """
 
 FAILED, REFUSED = 1, 3
