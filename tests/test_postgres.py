@@ -349,3 +349,27 @@ def test_serve_answers_on_postgres(cluster, reader_url, tmp_path, repo_root, mon
     assert READER_PASSWORD not in log and WRONG_PASSWORD not in log
     assert READER_PASSWORD not in json.dumps(listed)
     assert fingerprint(cluster) == before
+
+
+def test_serve_asks_the_model_on_postgres(cluster, reader_url, tiny_adapter, repo_root, tmp_path):
+    """The model's road in serve (linking, prompt, generation, voting) on a PostgreSQL
+    database; in this process (starting a server process with the model costs much more)."""
+    from fastapi.testclient import TestClient
+
+    from text2sql.execution import ERROR_KINDS
+    from text2sql.serve.app import ServeSettings, create_app
+
+    (tmp_path / "databases.yaml").write_text(f"school: '{reader_url}'\n")
+    before = fingerprint(cluster)
+    settings = ServeSettings(databases=tmp_path / "databases.yaml", adapter=tiny_adapter,
+                             params=repo_root / "params.yaml", timeout_s=2.0, max_rows=50)
+    with TestClient(create_app(settings)) as client:
+        body = client.post("/v1/sql", json={"db": "school",
+                                            "question": "How many students live in Glenrock?"}).json()
+        assert body["source"] == "model" and "students" in body["tables"]
+        assert body["dialect"] == "postgres"
+        assert body["executed"] or body["error_kind"] in ERROR_KINDS, body
+        voted = client.post("/v1/sql", json={"db": "school", "num_samples": 2,
+                                             "question": "How many teachers are there?"}).json()
+        assert voted["vote"]["samples"] == 2, voted
+    assert fingerprint(cluster) == before
