@@ -220,6 +220,7 @@ class PostgresDatabase:
     def session(self, timeout_s: float = INTROSPECTION_TIMEOUT_S) -> Iterator[Any]:
         """A connection (from the pool when there is one) whose transaction is rolled back."""
         if self.pool_size:
+            import psycopg
             import psycopg_pool
 
             pool = self._open_pool()
@@ -228,7 +229,10 @@ class PostgresDatabase:
                     try:
                         yield conn
                     finally:
-                        conn.rollback()
+                        try:
+                            conn.rollback()
+                        except psycopg.OperationalError:
+                            pass  # a lost connection: the pool drops it
             except psycopg_pool.PoolTimeout as e:
                 raise self._connect_error(e) from None
             return
@@ -274,8 +278,7 @@ class PostgresDatabase:
     def run(self, sql: str, *, timeout_s: float = 5.0, max_rows: int = 10000,
             max_bytes: int = MAX_RESULT_BYTES) -> ExecResult:
         """Run one SQLite SELECT/WITH query, translated, read-only and bounded (module doc)."""
-        from text2sql.dialect import CannotTranslate, translate
-
+        from text2sql.dialect import CannotTranslate
         from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
 
         kind, message = check_read_only_query(sql)
@@ -313,7 +316,8 @@ class PostgresDatabase:
                 kind = classify_error(e)
                 message = (f"no result within {timeout_s:g} s (stopped by PostgreSQL's "
                            "statement_timeout)" if kind == TIMEOUT
-                           else hide_password(str(e).strip().splitlines()[0], self.url))
+                           else hide_password((str(e).strip().splitlines()
+                                               or [type(e).__name__])[0], self.url))
                 return ExecResult(None, kind, message, seconds=time.monotonic() - start)
             except MemoryError as e:
                 return ExecResult(None, TOO_LARGE, f"MemoryError: {e}",
