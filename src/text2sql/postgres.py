@@ -293,7 +293,7 @@ class PostgresDatabase:
             return ExecResult(None, PARSE_ERROR, f"sqlglot cannot translate it to PostgreSQL: {e}")
         why = beyond_reading(pg_sql)
         if why is not None:
-            return ExecResult(None, NOT_READ_ONLY, f"refused: {why}")
+            return ExecResult(None, NOT_READ_ONLY, why)
         return self.execute(pg_sql, timeout_s=timeout_s, max_rows=max_rows, max_bytes=max_bytes)
 
     def execute(self, pg_sql: str, *, timeout_s: float, max_rows: int,
