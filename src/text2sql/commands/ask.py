@@ -76,24 +76,32 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from text2sql.execution import NOT_READ_ONLY, check_read_only_query, run_queries
-    from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
+def check_limits_and_schema(args: argparse.Namespace) -> Any:
+    """Refuse bad ``--timeout``/``--max-rows``/``--max-bytes``/``--width``/``--dialect``
+    values and a ``--db`` that is not a SQLite file with tables; the file's schema."""
     from text2sql.io import DataError
-    from text2sql.questions import prepare_settings, prompt_row, read_schema
+    from text2sql.questions import read_schema
 
     if args.dialect:
         check_dialect(args.dialect)
     if args.timeout <= 0 or args.max_rows < 1 or args.max_bytes < 1 or args.width < 8:
         raise DataError("--timeout must be > 0, --max-rows and --max-bytes at least 1, "
                         "--width at least 8")
-    if args.sql is None and not (args.question or "").strip():
-        raise DataError("give a question, or your own SQL with --sql")
     if not args.db.is_file():
         raise DataError(f"{args.db}: SQLite file not found (--db)")
     schema = read_schema(args.db)
     if not schema.tables:
         raise DataError(f"{args.db}: the database has no tables to ask about")
+    return schema
+
+
+def run(args: argparse.Namespace) -> int:
+    from text2sql.io import DataError
+    from text2sql.questions import prepare_settings, prompt_row
+
+    if args.sql is None and not (args.question or "").strip():
+        raise DataError("give a question, or your own SQL with --sql")
+    schema = check_limits_and_schema(args)
     out = sys.stdout
     if args.sql is not None:
         sql, note = args.sql, "given with --sql"
@@ -102,27 +110,38 @@ def run(args: argparse.Namespace) -> int:
         print(f"tables: {', '.join(row['tables'])}", file=out)
         sql, note = generate_sql(row, args)
     print(f"SQL ({note}):\n  {indent(sql or '(the model wrote no SQL)')}", file=out)
+    return run_and_show(sql, args.db, schema, args, out)
+
+
+def run_and_show(sql: str, db: Path, schema: Any, args: argparse.Namespace, out: Any) -> int:
+    """Check ``sql``, run it read-only on ``db`` within ``args``' limits (``timeout``,
+    ``max_rows``, ``max_bytes``; ``dialect``, ``width`` for showing) and print the result
+    table to ``out``, or why it was refused or failed to stderr; the exit status."""
+    from text2sql.execution import NOT_READ_ONLY, check_read_only_query, run_queries
+    from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
+
+    me = f"text2sql {getattr(args, 'command', 'ask')}"
     if too_hard_to_parse(sql):
-        print(f"text2sql ask: refused: the SQL has more than {MAX_BARE_JOINS} JOINs in a row "
+        print(f"{me}: refused: the SQL has more than {MAX_BARE_JOINS} JOINs in a row "
               "without ON (a model repeating itself). Nothing was executed.", file=sys.stderr)
         return REFUSED
     if args.dialect and sql:
         print(f"SQL ({args.dialect}):\n  {indent(transpile(sql, args.dialect))}", file=out)
     kind, message = check_read_only_query(sql)
     if kind is not None:
-        print(f"text2sql ask: refused: {refusal(kind, message)}. Only a single read-only query "
+        print(f"{me}: refused: {refusal(kind, message)}. Only a single read-only query "
               "(SELECT or WITH) is run; nothing was executed.", file=sys.stderr)
         return REFUSED
-    [result] = run_queries([(args.db, sql)], timeout_s=args.timeout, max_rows=args.max_rows,
+    [result] = run_queries([(db, sql)], timeout_s=args.timeout, max_rows=args.max_rows,
                            max_bytes=args.max_bytes)
     if result.error == NOT_READ_ONLY:  # stopped by SQLite's authorizer: nothing was changed
-        print(f"text2sql ask: refused: {result.message}. Only a single read-only query "
+        print(f"{me}: refused: {result.message}. Only a single read-only query "
               "(SELECT or WITH) is run; nothing was changed.", file=sys.stderr)
         return REFUSED
     if not result.ok:
         hint = {"timeout": f" (after the {args.timeout:g} s limit; raise --timeout)",
                 "too_large": " (raise --max-bytes, or select less)"}.get(result.error or "", "")
-        print(f"text2sql ask: the query failed: {result.message} [{result.error}]{hint}",
+        print(f"{me}: the query failed: {result.message} [{result.error}]{hint}",
               file=sys.stderr)
         return FAILED
     rows = result.rows or []
