@@ -91,7 +91,7 @@ def test_chat_in_a_pseudo_terminal(tiny_adapter):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "text2sql.cli", "chat", "--db", str(SCHOOL), "--adapter",
-         str(tiny_adapter), "--params", "/nonexistent.yaml", "--max-new-tokens", "32"],
+         str(tiny_adapter), "--params", "/nonexistent.yaml", "--max-new-tokens", "16"],
         stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO, close_fds=True)
     os.close(slave)
     try:
