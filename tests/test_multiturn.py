@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from text2sql.datasets import Turn, load_dataset_splits, load_jsonl_split, load_sparc_split, open_databases
-from text2sql.evaluation import CORRECT, GOLD_ERROR, WRONG_RESULT, Scored, conversation_metrics
+from text2sql.evaluation import (CORRECT, GOLD_ERROR, WRONG_RESULT, Scored, conversation_metrics,
+                                 render_report, summarize)
 from text2sql.io import DataError, write_jsonl
 from text2sql.params import InferParams, PrepareParams, load_params, parse_section
 from text2sql.prepare import (PrepareStats, load_splits, prepare_examples, prepare_in_memory,
@@ -195,6 +196,10 @@ def test_conversation_metrics_question_interaction_and_turn():
     assert (m["execution_accuracy_turn_1"], m["n_turn_1"]) == (1.0, 2)
     assert (m["execution_accuracy_turn_2"], m["n_turn_2"]) == (0.5, 2)
     assert (m["execution_accuracy_turn_4plus"], m["n_turn_4plus"]) == (1.0, 2)
+    report = render_report(results, {**summarize(results), **m})
+    assert "| interaction execution accuracy (every turn right) | **50.0%** |" in report
+    assert "| 4 and later | 2 | 100.0% |" in report
+    assert "interaction" not in render_report(results, summarize(results))  # single-turn
 
 
 @pytest.fixture(scope="module")
