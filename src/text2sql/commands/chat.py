@@ -105,19 +105,15 @@ def read_questions(stdin: TextIO, out: TextIO) -> Any:
             except EOFError:
                 print(file=out)
                 return
-            except KeyboardInterrupt:
-                print(file=out)
-                return
     else:
         yield from (line.rstrip("\n") for line in stdin)
 
 
 def run(args: argparse.Namespace) -> int:
-    from text2sql.extract import extract_sql
-    from text2sql.generation import generate, load_for_inference
+    from text2sql.generation import load_for_inference
     from text2sql.io import DataError
     from text2sql.params import InferParams, load_params
-    from text2sql.questions import prepare_settings, prompt_row
+    from text2sql.questions import prepare_settings
 
     schema = check_limits_and_schema(args)
     if args.history is not None and args.history < 0:
@@ -133,6 +129,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"chat with {args.db} (model loaded in {time.perf_counter() - t0:.1f} s; "
           f"{HELP})", file=out, flush=True)
     conversation = Conversation(settings.max_history_turns)
+    try:
+        converse(conversation, args, schema, settings, model, tokenizer, infer, max_new_tokens,
+                 out)
+    except KeyboardInterrupt:  # Ctrl-C while the model writes or a query runs: stop quietly
+        print(file=out)
+        return 130
+    return 0
+
+
+def converse(conversation: Conversation, args: argparse.Namespace, schema: Any, settings: Any,
+             model: Any, tokenizer: Any, infer: Any, max_new_tokens: int, out: TextIO) -> None:
+    """Answer each line of standard input (a question or a command) until the input ends."""
+    from text2sql.extract import extract_sql
+    from text2sql.generation import generate
+    from text2sql.questions import prompt_row
+
     for line in read_questions(sys.stdin, out):
         question = line.strip()
         if not question:
@@ -145,8 +157,9 @@ def run(args: argparse.Namespace) -> int:
                 conversation.reset()
                 print("(new conversation)", file=out)
             elif command == "/sql":
-                print(indent(conversation.last_sql) if conversation.last_sql
-                      else "(no query yet)", file=out)
+                last = conversation.last_sql
+                print("(no query yet)" if last is None else indent(last or "(the model wrote "
+                                                                       "no SQL)"), file=out)
             elif command == "/help":
                 print(HELP, file=out)
             else:
@@ -168,4 +181,3 @@ def run(args: argparse.Namespace) -> int:
         conversation.add(question, sql)
         out.flush()
         sys.stderr.flush()
-    return 0
