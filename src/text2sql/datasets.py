@@ -358,11 +358,13 @@ def iter_jsonl_examples(path: str | Path, dbs: Databases, cols: ColumnMap = Colu
 def _history_turns(history: Any) -> tuple[tuple[Turn, ...], tuple[int | None, str, str] | None]:
     """A JSONL line's ``history`` as turns, or (turn index, reason, detail) of its first problem."""
     if not isinstance(history, list):
-        return (), (None, "bad_interaction", f"history must be a list, got {type(history).__name__}")
+        return (), (None, "bad_interaction",
+                    f"history must be a list, got {type(history).__name__}")
     turns = []
     for i, turn in enumerate(history):
         if not isinstance(turn, dict):
-            return (), (i, "bad_interaction", f"a turn must be an object, got {type(turn).__name__}")
+            return (), (i, "bad_interaction",
+                        f"a turn must be an object, got {type(turn).__name__}")
         question, query = turn.get("question"), turn.get("query")
         if not isinstance(question, str) or not question.strip():
             return (), (i, "missing_question", "no question text")
@@ -396,7 +398,8 @@ def load_jsonl_split(path: str | Path, split: str, dbs: Databases,
 
 
 def _sparc_file(root: Path, split: str) -> Path | None:
-    """SParC's ``<split>.json``, or CoSQL's ``cosql_<split>.json`` (also in ``sql_state_tracking/``)."""
+    """SParC's ``<split>.json``, or CoSQL's ``cosql_<split>.json`` (also under
+    ``sql_state_tracking/``)."""
     for f in (root / f"{split}.json", root / f"cosql_{split}.json",
               root / "sql_state_tracking" / f"cosql_{split}.json"):
         if f.is_file():
@@ -434,10 +437,11 @@ def conversation_examples(conversations: Any, f: Path, split: str, dbs: Database
         if not isinstance(db_id, str):
             drop(None, "unknown_database", "no database_id")
             continue
+        where = f"{f}: conversation {ci}"
         try:
-            db_path = dbs.check(db_id, f"{f}: conversation {ci}")
+            db_path = dbs.check(db_id, where)
         except DataError as e:  # an unknown db_id, or its SQLite file missing
-            drop(None, "unknown_database", str(e).split(": ", 2)[-1])
+            drop(None, "unknown_database", str(e).removeprefix(f"{where}: "))
             continue
         turns: list[Turn] = []
         for ti, turn in enumerate(interaction):

@@ -1,9 +1,10 @@
 """Turn a dataset into schema-aware chat examples (the core of the ``prepare`` stage).
 
 Every example's prompt is built by ``prompts.make_prompt`` from its question
-(and evidence, and for a follow-up question its conversation's earlier turns) alone. The gold SQL is used only to measure linking (the tables
-it reads, found with sqlglot, that the prompt shows) and to drop examples whose
-gold SQL does not run on their database, which are reported and counted.
+(and evidence, and for a follow-up its conversation's earlier turns) alone. The
+gold SQL is used only to measure linking (the tables it reads, found with sqlglot,
+that the prompt shows) and to drop examples whose gold SQL does not run on their
+database, which are reported and counted.
 """
 
 from __future__ import annotations
