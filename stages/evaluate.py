@@ -8,8 +8,9 @@
 
 Reads the ``evaluate:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
 ``data/predictions/eval.jsonl``. Writes the per-example ``data/evaluation/results.jsonl``,
-the headline ``metrics/eval.json`` (execution accuracy, exact match, valid SQL rate, n),
-``metrics/eval_breakdown.json`` (by difficulty and by outcome), the plot data ``metrics/eval_by_difficulty.csv`` and the
+the headline ``metrics/eval.json`` (execution accuracy, exact match, valid SQL rate, n; for
+multi-turn data also question- and interaction-level execution accuracy),
+``metrics/eval_breakdown.json`` (by difficulty and by outcome; for conversations, by turn), the plot data ``metrics/eval_by_difficulty.csv`` and the
 pull-request report ``metrics/eval_report.md``. To score another system's predictions
 without touching these outputs, use ``text2sql evaluate``.
 """
@@ -56,15 +57,26 @@ def load_items(eval_file: Path, predictions_file: Path) -> list[EvalItem]:
     return items
 
 
+def conversation_turns(eval_file: Path) -> dict[str, tuple[str, int]]:
+    """``id -> (conversation, turn)`` of the multi-turn examples (empty for single-turn data)."""
+    return {str(row["id"]): (str(row["conversation"]), int(row["turn"]))
+            for _, row in iter_jsonl(eval_file) if "turn" in row}
+
+
 def main(params: EvaluateParams) -> None:
     config = EvalConfig(timeout_s=params.timeout_s, max_rows=params.max_rows,
                         workers=params.workers, keep_distinct=params.keep_distinct)
     results = score_items(load_items(EVAL_FILE, PREDICTIONS), config)
     metrics = write_outputs(results, OUTPUTS, title="Evaluation (dvc repro evaluate)",
-                            settings=settings_line(config), examples=params.report_examples)
+                            settings=settings_line(config), examples=params.report_examples,
+                            turns=conversation_turns(EVAL_FILE))
     print(f"evaluate: execution accuracy {metrics['execution_accuracy']}, "
           f"exact match {metrics['exact_match']} on {metrics['n']} examples "
           f"({metrics['gold_errors']} gold errors not scored) -> {OUTPUTS.report}")
+    if "interaction_execution_accuracy" in metrics:
+        print(f"evaluate: question execution accuracy {metrics['question_execution_accuracy']}, "
+              f"interaction execution accuracy {metrics['interaction_execution_accuracy']} "
+              f"on {metrics['n_interactions']} conversations")
 
 
 if __name__ == "__main__":

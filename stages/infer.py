@@ -4,6 +4,7 @@
     dvc exp run -S infer.batch_size=32
     dvc exp run -S infer.num_samples=5     # self-consistency: sample 5, vote by execution result
     dvc exp run -S infer.load_in_4bit=true # evaluate the base in 4-bit on purpose (CUDA)
+    dvc exp run -S infer.history=predicted # conversations: earlier turns show the model's own SQL
     python stages/infer.py                 # the same, outside DVC
 
 Reads the ``infer:`` section of params.yaml, ``data/prepared/eval.jsonl`` and

@@ -3,6 +3,7 @@
     dvc repro prepare
     dvc exp run -S prepare.path=../spider -S prepare.schema_format=compact
     dvc exp run -S prepare.source=jsonl -S prepare.path=data/my.jsonl -S prepare.db_dir=data/dbs
+    dvc exp run -S prepare.source=sparc -S prepare.path=data/sample-sparc   # conversations
     python stages/prepare.py            # the same, outside DVC
 
 Reads the ``prepare:`` section of params.yaml. Writes ``data/prepared/train.jsonl``,
@@ -42,6 +43,7 @@ def main(params: PrepareParams) -> None:
             write_jsonl(tmp / f"{name}.jsonl",
                         prepare_examples(examples, ds.schemas, options=options,
                                          check_gold=params.check_gold, stats=stats))
+            stats.drop_conversations(ds.bad)  # multi-turn input left out by the loader
             if stats.n == 0:
                 raise DataError(f"{params.path}: the {name} split has no usable example "
                                 f"({stats.read} read, {sum(stats.dropped.values())} dropped)")

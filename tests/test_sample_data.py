@@ -64,3 +64,46 @@ def test_seed_examples_are_answerable(sample_dir):
     got_a = conn.execute("SELECT DISTINCT T1.name FROM students AS T1 JOIN enrollments AS T2 "
                          "ON T1.student_id = T2.student_id WHERE T2.grade = 'A'").fetchall()
     assert got_a
+
+
+# ------------------------------------------------------------ multi-turn sample (SParC layout)
+
+
+@pytest.fixture(scope="module")
+def rebuilt_conversations(tmp_path_factory):
+    from text2sql.sample_data import build_conversation_dataset
+
+    out = tmp_path_factory.mktemp("sample-sparc") / "sample-sparc"
+    build_conversation_dataset(out)
+    return out
+
+
+def test_committed_conversations_match_a_fresh_build(repo_root, sample_dir, rebuilt_conversations):
+    committed = repo_root / "data" / "sample-sparc"
+    for name in ("tables.json", "train.json", "dev.json", "README.md"):
+        assert (committed / name).read_text() == (rebuilt_conversations / name).read_text(), name
+    assert json.loads((committed / "tables.json").read_text()) == \
+        json.loads((sample_dir / "tables.json").read_text())
+    for db in sorted(rebuilt_conversations.glob("database/*/*.sqlite")):
+        rel = db.relative_to(rebuilt_conversations)
+        assert _dump(db) == _dump(committed / rel) == _dump(sample_dir / rel), db.name
+
+
+def test_conversations_have_2_to_4_turns_unseen_dev_texts_and_gold_that_runs(repo_root):
+    root = repo_root / "data" / "sample-sparc"
+    train = json.loads((root / "train.json").read_text())
+    dev = json.loads((root / "dev.json").read_text())
+    assert len(train) >= 200 and len(dev) >= 20
+    assert {len(c["interaction"]) for c in train + dev} == {2, 3, 4}
+    assert {c["database_id"] for c in dev} == {"school", "library", "shop", "clinic"}
+
+    def text(c):
+        return tuple(t["utterance"] for t in c["interaction"])
+
+    assert not {text(c) for c in train} & {text(c) for c in dev}
+    for c in train + dev:
+        db = c["database_id"]
+        conn = sqlite3.connect(root / "database" / db / f"{db}.sqlite")
+        for t in c["interaction"]:
+            conn.execute(t["query"]).fetchall()
+        conn.close()

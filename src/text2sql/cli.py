@@ -14,7 +14,7 @@ from text2sql import __version__
 from text2sql.io import DataError
 from text2sql.quiet import quiet_known_warnings
 
-COMMANDS = ("ask", "predict", "evaluate", "report", "serve", "preset")
+COMMANDS = ("ask", "chat", "predict", "evaluate", "report", "serve", "preset")
 
 
 def build_parser() -> argparse.ArgumentParser:

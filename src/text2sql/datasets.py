@@ -12,6 +12,11 @@ Sources (``prepare.source``):
   (one split) or a folder of ``<split>.jsonl`` files. Read line by line, never whole.
 - ``hf``: a Hugging Face dataset id or local path, through ``datasets.load_dataset``
   (or ``load_from_disk`` for a folder written by ``save_to_disk``).
+- ``sparc``: multi-turn conversations in SParC's layout (``<split>.json``) or CoSQL's
+  (``cosql_<split>.json``, also under ``sql_state_tracking/``): a list of
+  ``{database_id, interaction: [{utterance, query}], final}``; ``tables.json``,
+  ``database/<db_id>/<db_id>.sqlite``. One example per turn, its earlier turns as history.
+  A JSONL line may carry a ``history`` list of earlier ``{question, query}`` turns too.
 
 Schemas come from the layout's tables file when it has one, from ``tables`` when
 given, else from the SQLite files in ``db_dir``. A source with one split is split
@@ -31,7 +36,15 @@ from text2sql.io import DataError, iter_jsonl, read_json
 from text2sql.schema import Schema, SqliteSchemas, find_database, load_spider_tables
 
 REQUIRED = ("question", "query", "db_id")
-SOURCES = ("spider", "bird", "jsonl", "hf")
+SOURCES = ("spider", "bird", "jsonl", "hf", "sparc")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """An earlier turn of a conversation: what was asked and the SQL that answered it."""
+
+    question: str
+    query: str
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,28 @@ class Example:
     query: str
     db_path: str | None = None  # the SQLite file, when the source has one
     evidence: str | None = None
+    history: tuple[Turn, ...] = ()  # earlier turns of its conversation, oldest first
+    conversation: str | None = None  # the conversation it belongs to (multi-turn sources)
+    turn: int | None = None  # its 0-based position there (= len(history))
+
+
+@dataclass(frozen=True)
+class BadConversation:
+    """A conversation (or JSONL line) left out for bad input, and where the problem is."""
+
+    where: str  # the file (and line, for JSONL)
+    conversation: str  # the conversation's index in the file (its id for JSONL)
+    turn: int | None  # the bad turn's index, None when the conversation as a whole is bad
+    reason: str  # missing_query | missing_question | unknown_database | bad_interaction
+    detail: str
+    turns: int  # examples lost with it
+    db_id: str = ""
+
+    def message(self) -> str:
+        at = f", turn {self.turn}" if self.turn is not None else ""
+        return (f"{self.where}: conversation {self.conversation}{at}: {self.reason}"
+                + (f" ({self.detail})" if self.detail else "")
+                + f"; dropped with its {self.turns} turn(s)")
 
 
 class ExampleStream:
@@ -68,6 +103,8 @@ class Dataset:
     examples: list[Example] | ExampleStream
     schemas: Mapping[str, Schema] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (id, db_id): no SQLite file
+    # Conversations left out for bad input (multi-turn sources; a stream refills it as it is read)
+    bad: list[BadConversation] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -278,24 +315,63 @@ def load_bird_split(root: str | Path, split: str, *, tables: str | Path | None =
 
 
 def iter_jsonl_examples(path: str | Path, dbs: Databases, cols: ColumnMap = ColumnMap(),
-                        id_prefix: str | None = None) -> Iterator[Example]:
+                        id_prefix: str | None = None,
+                        bad: list[BadConversation] | None = None) -> Iterator[Example]:
     """Examples of a JSONL file, one line at a time.
 
     A line has ``question``/``query``/``db_id`` (names per ``cols``) or the seed's
-    ``instruction``/``output`` plus ``db_id``.
+    ``instruction``/``output`` plus ``db_id``. An optional ``history`` lists the
+    earlier turns (``{question, query}``, oldest first) and ``conversation`` names the
+    conversation the line belongs to (default: the line itself). A line whose history
+    holds a bad turn is left out and listed in ``bad`` (cleared when reading starts).
     """
     path = Path(path)
     prefix = id_prefix or path.stem
     needs = (f"every line needs {cols.question} (or instruction), {cols.query} (or output), "
              f"{cols.db_id}")
+    if bad is not None:
+        bad.clear()
     for lineno, row in iter_jsonl(path):
         where = f"{path}:{lineno}"
         question = _text(row, cols.question, where, needs, "instruction")
         query = _text(row, cols.query, where, needs, "output")
         db_id = _text(row, cols.db_id, where, needs)
         db_path = dbs.check(db_id, where)
-        yield Example(f"{prefix}-{lineno:05d}", db_id, question, query, db_path,
-                      _optional_text(row, cols.evidence))
+        example_id = f"{prefix}-{lineno:05d}"
+        if "history" not in row:
+            yield Example(example_id, db_id, question, query, db_path,
+                          _optional_text(row, cols.evidence))
+            continue
+        conversation = str(row.get("conversation", example_id))
+        turns, problem = _history_turns(row["history"])
+        if problem is not None:
+            turn, reason, detail = problem
+            found = BadConversation(where, conversation, turn, reason, detail, 1, db_id)
+            if bad is None:
+                raise DataError(found.message())
+            bad.append(found)
+            continue
+        yield Example(example_id, db_id, question, query, db_path,
+                      _optional_text(row, cols.evidence), turns, conversation, len(turns))
+
+
+def _history_turns(history: Any) -> tuple[tuple[Turn, ...], tuple[int | None, str, str] | None]:
+    """A JSONL line's ``history`` as turns, or (turn index, reason, detail) of its first problem."""
+    if not isinstance(history, list):
+        return (), (None, "bad_interaction",
+                    f"history must be a list, got {type(history).__name__}")
+    turns = []
+    for i, turn in enumerate(history):
+        if not isinstance(turn, dict):
+            return (), (i, "bad_interaction",
+                        f"a turn must be an object, got {type(turn).__name__}")
+        question, query = turn.get("question"), turn.get("query")
+        if not isinstance(question, str) or not question.strip():
+            return (), (i, "missing_question", "no question text")
+        if not isinstance(query, str) or not query.strip():
+            return (), (i, "missing_query", "no SQL query")
+        turns.append(Turn(question, query))
+    return tuple(turns), None
 
 
 def load_jsonl_split(path: str | Path, split: str, dbs: Databases,
@@ -313,7 +389,89 @@ def load_jsonl_split(path: str | Path, split: str, dbs: Databases,
             return None
     else:
         raise DataError(f"{path}: JSONL file or folder not found (prepare.path)")
-    return Dataset(ExampleStream(lambda: iter_jsonl_examples(f, dbs, cols, split)), dbs.schemas)
+    bad: list[BadConversation] = []
+    return Dataset(ExampleStream(lambda: iter_jsonl_examples(f, dbs, cols, split, bad)),
+                   dbs.schemas, bad=bad)
+
+
+# ----------------------------------------------------------- SParC, CoSQL
+
+
+def _sparc_file(root: Path, split: str) -> Path | None:
+    """SParC's ``<split>.json``, or CoSQL's ``cosql_<split>.json`` (also under
+    ``sql_state_tracking/``)."""
+    for f in (root / f"{split}.json", root / f"cosql_{split}.json",
+              root / "sql_state_tracking" / f"cosql_{split}.json"):
+        if f.is_file():
+            return f
+    return None
+
+
+def conversation_examples(conversations: Any, f: Path, split: str, dbs: Databases,
+                          bad: list[BadConversation]) -> list[Example]:
+    """One example per turn of every well-formed conversation; the others go to ``bad``.
+
+    A conversation with an unknown database or a turn without an utterance or a query is
+    left out whole: its later turns would lean on the missing one. Ids are
+    ``<split>-<conversation:05d>-<turn:02d>`` with the conversation's index in the file.
+    """
+    if not isinstance(conversations, list):
+        raise DataError(f"{f}: expected a JSON list of conversations "
+                        "({database_id, interaction: [{utterance, query}]})")
+    examples = []
+    for ci, conv in enumerate(conversations):
+        if not isinstance(conv, dict):
+            raise DataError(f"{f}: conversation {ci}: expected a JSON object, "
+                            f"got {type(conv).__name__}")
+        interaction = conv.get("interaction")
+        n = len(interaction) if isinstance(interaction, list) else 0
+        db_id = conv.get("database_id")
+
+        def drop(turn: int | None, reason: str, detail: str) -> None:
+            bad.append(BadConversation(str(f), str(ci), turn, reason, detail, n,
+                                       db_id if isinstance(db_id, str) else ""))
+
+        if not isinstance(interaction, list) or not interaction:
+            drop(None, "bad_interaction", "no interaction list of {utterance, query} turns")
+            continue
+        if not isinstance(db_id, str):
+            drop(None, "unknown_database", "no database_id")
+            continue
+        where = f"{f}: conversation {ci}"
+        try:
+            db_path = dbs.check(db_id, where)
+        except DataError as e:  # an unknown db_id, or its SQLite file missing
+            drop(None, "unknown_database", str(e).removeprefix(f"{where}: "))
+            continue
+        turns: list[Turn] = []
+        for ti, turn in enumerate(interaction):
+            question = turn.get("utterance") if isinstance(turn, dict) else None
+            query = turn.get("query") if isinstance(turn, dict) else None
+            if not isinstance(question, str) or not question.strip():
+                drop(ti, "missing_question", "no utterance")
+                break
+            if not isinstance(query, str) or not query.strip():
+                drop(ti, "missing_query", "no SQL query")
+                break
+            turns.append(Turn(question, query))
+        else:
+            conversation = f"{split}-{ci:05d}"
+            examples += [Example(f"{conversation}-{ti:02d}", db_id, t.question, t.query, db_path,
+                                 None, tuple(turns[:ti]), conversation, ti)
+                         for ti, t in enumerate(turns)]
+    return examples
+
+
+def load_sparc_split(root: str | Path, split: str, *, tables: str | Path | None = None,
+                     db_dir: str | Path | None = None) -> Dataset | None:
+    """One split of a SParC- or CoSQL-layout folder, or ``None`` when the split has no file."""
+    root = _dataset_root(root)
+    f = _sparc_file(root, split)
+    if f is None:
+        return None
+    dbs = open_databases(tables, db_dir, root / "tables.json", root / "database")
+    bad: list[BadConversation] = []
+    return Dataset(conversation_examples(read_json(f), f, split, dbs, bad), dbs.schemas, bad=bad)
 
 
 # ------------------------------------------------------------ Hugging Face
@@ -395,12 +553,14 @@ def split_off(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Da
     random.Random(seed).shuffle(db_ids)
     n_eval = max(1, round(len(db_ids) * fraction)) if fraction > 0 else 0
     held = set(db_ids[:n_eval])
+    # Bad conversations are reported once, with the training split that read them.
     if isinstance(dataset.examples, ExampleStream):
-        return (Dataset(dataset.examples.where(lambda e: e.db_id not in held), dataset.schemas),
+        return (Dataset(dataset.examples.where(lambda e: e.db_id not in held), dataset.schemas,
+                        bad=dataset.bad),
                 Dataset(dataset.examples.where(lambda e: e.db_id in held), dataset.schemas))
     train = [e for e in dataset.examples if e.db_id not in held]
     evals = [e for e in dataset.examples if e.db_id in held]
-    return Dataset(train, dataset.schemas), Dataset(evals, dataset.schemas)
+    return Dataset(train, dataset.schemas, bad=dataset.bad), Dataset(evals, dataset.schemas)
 
 
 def load_dataset_splits(source: str, path: str, train_split: str, eval_split: str,
@@ -431,6 +591,11 @@ def load_dataset_splits(source: str, path: str, train_split: str, eval_split: st
         def load(split: str) -> Dataset | None:
             return load_bird_split(path, split, tables=tables, db_dir=db_dir)
         looked_for = f"{train_split}.json or {train_split}/{train_split}.json"
+    elif source == "sparc":
+        def load(split: str) -> Dataset | None:
+            return load_sparc_split(path, split, tables=tables, db_dir=db_dir)
+        looked_for = (f"{train_split}.json, cosql_{train_split}.json or "
+                      f"sql_state_tracking/cosql_{train_split}.json")
     elif source == "jsonl":
         dbs = open_databases(tables, db_dir)
 

@@ -261,6 +261,41 @@ def summarize(results: Iterable[Scored]) -> dict[str, float]:
     return metrics
 
 
+TURN_BUCKETS = 4  # turns 1, 2, 3 and 4-or-later, as SParC's papers report them
+
+
+def turn_bucket(turn: int) -> str:
+    """``turn_1`` ... ``turn_4plus`` for a 0-based turn index."""
+    return f"turn_{turn + 1}" if turn + 1 < TURN_BUCKETS else f"turn_{TURN_BUCKETS}plus"
+
+
+def conversation_metrics(results: Iterable[Scored], turns: Mapping[str, tuple[str, int]]
+                         ) -> dict[str, float]:
+    """Multi-turn metrics over the scorable examples that ``turns`` places in a conversation
+    (``id -> (conversation, 0-based turn)``): question-level execution accuracy (every turn),
+    interaction-level (every scored turn of a conversation right) and by turn
+    (``execution_accuracy_turn_K``, ``n_turn_K``)."""
+    scorable = [r for r in results if r.outcome != GOLD_ERROR and r.id in turns]
+    conversations: dict[str, list[bool]] = {}
+    by_turn: dict[str, list[bool]] = {}
+    for r in scorable:
+        conversation, turn = turns[r.id]
+        conversations.setdefault(conversation, []).append(r.outcome == CORRECT)
+        by_turn.setdefault(turn_bucket(turn), []).append(r.outcome == CORRECT)
+    metrics: dict[str, float] = {
+        "question_execution_accuracy": _rate(sum(r.outcome == CORRECT for r in scorable),
+                                             len(scorable)),
+        "interaction_execution_accuracy": _rate(sum(all(c) for c in conversations.values()),
+                                                len(conversations)),
+        "n_interactions": len(conversations),
+    }
+    for bucket in [turn_bucket(t) for t in range(TURN_BUCKETS)]:
+        group = by_turn.get(bucket, [])
+        metrics[f"execution_accuracy_{bucket}"] = _rate(sum(group), len(group))
+        metrics[f"n_{bucket}"] = len(group)
+    return metrics
+
+
 def difficulty_rows(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
     """Rows of the accuracy-by-difficulty plot (a DVC bar chart), ``all`` last."""
     rows = [{"difficulty": level, "n": metrics[f"n_{level}"],
@@ -298,8 +333,20 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
               f"| exact match | {pct(metrics['exact_match'])} |",
               f"| valid SQL | {pct(metrics['valid_sql_rate'])} |",
               f"| examples scored | {int(metrics['n'])} |",
-              f"| gold errors (not scored) | {int(metrics['gold_errors'])} |", "",
-              "| difficulty | n | execution accuracy | exact match |", "|---|---:|---:|---:|"]
+              f"| gold errors (not scored) | {int(metrics['gold_errors'])} |", ""]
+    if "interaction_execution_accuracy" in metrics:
+        lines[-1:-1] = [
+            f"| question execution accuracy (every turn) | "
+            f"{pct(metrics['question_execution_accuracy'])} |",
+            f"| interaction execution accuracy (every turn right) | "
+            f"**{pct(metrics['interaction_execution_accuracy'])}** |",
+            f"| conversations | {int(metrics['n_interactions'])} |"]
+        lines += ["| turn | n | execution accuracy |", "|---|---:|---:|"]
+        lines += [f"| {b.removeprefix('turn_').replace('plus', ' and later')} | "
+                  f"{int(metrics[f'n_{b}'])} | {pct(metrics[f'execution_accuracy_{b}'])} |"
+                  for b in (turn_bucket(t) for t in range(TURN_BUCKETS))]
+        lines.append("")
+    lines += ["| difficulty | n | execution accuracy | exact match |", "|---|---:|---:|---:|"]
     for row in difficulty_rows(metrics):
         lines.append(f"| {row['difficulty']} | {row['n']} | {pct(row['execution_accuracy'])} "
                      f"| {pct(row['exact_match'])} |")
@@ -340,7 +387,8 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
 # The headline metrics (metrics/eval.json): what `dvc exp show` and `dvc metrics diff`
 # lead with. The breakdown by difficulty and outcome goes to its own file.
 HEADLINE_METRICS = ("execution_accuracy", "exact_match", "valid_sql_rate", "n", "gold_errors",
-                    "skipped_missing_database")
+                    "skipped_missing_database", "question_execution_accuracy",
+                    "interaction_execution_accuracy", "n_interactions")
 
 
 @dataclass(frozen=True)
@@ -354,17 +402,22 @@ class OutputPaths:
 
 def write_outputs(results: Sequence[Scored], paths: OutputPaths, *, title: str,
                   settings: str = "", examples: int = 3,
-                  skipped: Sequence[tuple[str, str]] | None = None) -> dict[str, float]:
+                  skipped: Sequence[tuple[str, str]] | None = None,
+                  turns: Mapping[str, tuple[str, int]] | None = None) -> dict[str, float]:
     """Write the five outputs (each atomically) and return all the metrics.
 
     ``skipped`` (examples left out for a missing database, when that was asked for)
     adds ``skipped_missing_database`` to the metrics and the list to the report.
+    ``turns`` (multi-turn data: ``id -> (conversation, turn)``) adds
+    :func:`conversation_metrics`.
     Per-example timings are left out of the results file: the same predictions give
     the same bytes.
     """
     metrics = summarize(results)
     if skipped is not None:
         metrics["skipped_missing_database"] = len(skipped)
+    if turns:
+        metrics.update(conversation_metrics(results, turns))
     write_jsonl(paths.results, (without_runtime(as_dict(r)) for r in results))
     write_json(paths.metrics, {k: v for k, v in metrics.items() if k in HEADLINE_METRICS})
     write_json(paths.breakdown, {k: v for k, v in metrics.items() if k not in HEADLINE_METRICS})

@@ -4,6 +4,11 @@ Every prediction keeps the model's raw output beside the extracted SQL. With
 ``infer.num_samples`` = N > 1 each question gets N sampled candidates, voted on by
 executing them on the question's database (:mod:`text2sql.consistency`); the
 record then also lists every candidate with its log-probability and error kind.
+
+Multi-turn rows (with ``conversation``, ``turn`` and ``history``) are predicted with
+their earlier turns' SQL as the data gives it (``infer.history: gold``, as SParC's
+evaluation does) or as the model wrote it (``predicted``): then turn 0 of every
+conversation is generated first, then turn 1 with those answers in its prompt, and so on.
 """
 
 from __future__ import annotations
@@ -73,15 +78,26 @@ def predict_with_model(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]
     from text2sql.generation import generate
 
     start = time.perf_counter()
-    gens = generate(model, tokenizer, [r["prompt"] for r in rows], batch_size=params.batch_size,
-                    max_new_tokens=params.max_new_tokens, num_samples=params.num_samples,
-                    temperature=params.temperature, seed=params.seed, progress=progress)
+    multi_turn = any("turn" in r for r in rows)
+    history_mode = getattr(params, "history", "gold")
+    used: list[list[str] | None] = [None] * len(rows)
+    with_gold = 0
+    if multi_turn and history_mode == "predicted":
+        gens, used, with_gold = _generate_turn_by_turn(model, tokenizer, rows, params,
+                                                       progress=progress)
+    else:
+        gens = generate(model, tokenizer, [r["prompt"] for r in rows],
+                        batch_size=params.batch_size, max_new_tokens=params.max_new_tokens,
+                        num_samples=params.num_samples, temperature=params.temperature,
+                        seed=params.seed, progress=progress)
     generate_s = time.perf_counter() - start
     records = []
-    for row, gen in zip(rows, gens, strict=True):
+    for row, gen, history_sql in zip(rows, gens, used, strict=True):
         records.append({"id": row["id"], "db_id": row["db_id"], "question": row["question"],
                         "raw": gen.texts[0], "sql": extract_sql(gen.texts[0]),
                         "seconds": round(gen.seconds, 4)})
+        if history_sql is not None:
+            records[-1]["history_sql"] = history_sql  # the earlier SQL its prompt showed
     n, n_seq = len(records), len(records) * params.num_samples
     new_tokens = sum(g.new_tokens for g in gens)
     metrics: dict[str, float] = {
@@ -93,10 +109,72 @@ def predict_with_model(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]
         "generated_tokens": new_tokens,
         "generate_s": round(generate_s, 2),
     }
+    if multi_turn:
+        metrics["history"] = history_mode
+        if history_mode == "predicted":
+            metrics["history_with_gold_turns"] = with_gold
     if params.num_samples > 1:
         metrics.update(_vote_all(rows, gens, records, params, progress=progress))
     metrics["wall_s"] = round(time.perf_counter() - start, 2)
     return records, metrics
+
+
+def with_predicted_history(row: dict[str, Any], predicted: dict[tuple[str, int], str]
+                           ) -> tuple[list[dict[str, str]], list[str], int]:
+    """``row``'s prompt with each earlier turn's SQL replaced by the model's own answer,
+    the SQL each earlier turn now shows, and how many kept their gold SQL.
+
+    The prompt's assistant messages are the turns listed in ``row["history"]``; a turn
+    with no prediction (left out of the evaluation split) keeps its gold SQL.
+    """
+    messages = [dict(m) for m in row["prompt"]]
+    answers = [m for m in messages if m["role"] == "assistant"]
+    history = row.get("history") or []
+    if len(answers) != len(history):
+        raise DataError(f"example {row['id']!r}: its prompt has {len(answers)} earlier answers "
+                        f"but its history lists {len(history)} turns; rerun the prepare stage")
+    gold = 0
+    for message, turn in zip(answers, history, strict=True):
+        sql = predicted.get((str(row["conversation"]), int(turn["turn"])))
+        if sql is None:
+            gold += 1
+        else:
+            message["content"] = sql
+    return messages, [m["content"] for m in answers], gold
+
+
+def _generate_turn_by_turn(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]],
+                           params: InferParams, *, progress: bool
+                           ) -> tuple[list[Any], list[list[str] | None], int]:
+    """Generate turn 0 of every conversation, then turn 1 with those answers, and so on;
+    also the SQL each prompt showed, and how many prompts kept some gold SQL."""
+    from text2sql.generation import generate
+
+    if params.num_samples > 1:
+        raise DataError("infer.history=predicted with infer.num_samples > 1 is not supported: "
+                        "set infer.num_samples=1, or infer.history=gold")
+    gens: list[Any] = [None] * len(rows)
+    used: list[list[str] | None] = [None] * len(rows)
+    predicted: dict[tuple[str, int], str] = {}
+    with_gold = 0
+    for turn in sorted({int(r.get("turn", 0)) for r in rows}):
+        batch = [i for i, r in enumerate(rows) if int(r.get("turn", 0)) == turn]
+        prompts = []
+        for i in batch:
+            if "turn" in rows[i]:
+                prompt, used[i], gold = with_predicted_history(rows[i], predicted)
+                with_gold += gold > 0
+            else:
+                prompt = rows[i]["prompt"]
+            prompts.append(prompt)
+        out = generate(model, tokenizer, prompts, batch_size=params.batch_size,
+                       max_new_tokens=params.max_new_tokens, num_samples=1,
+                       temperature=params.temperature, seed=params.seed, progress=progress)
+        for i, gen in zip(batch, out, strict=True):
+            gens[i] = gen
+            if "turn" in rows[i]:
+                predicted[(str(rows[i]["conversation"]), turn)] = extract_sql(gen.texts[0])
+    return gens, used, with_gold
 
 
 def _vote_all(rows: Sequence[dict[str, Any]], gens: Sequence[Any], records: list[dict[str, Any]],

@@ -31,7 +31,7 @@ class ColumnParams(Section):
 
 
 class PrepareParams(Section):
-    source: Literal["spider", "bird", "jsonl", "hf"] = "spider"
+    source: Literal["spider", "bird", "jsonl", "hf", "sparc"] = "spider"
     path: str = "data/sample"
     tables: str | None = None
     db_dir: str | None = None
@@ -50,6 +50,8 @@ class PrepareParams(Section):
     value_hints: int = Field(5, ge=0)
     sample_rows: int = Field(0, ge=0)
     fk_parents: Literal["never", "single", "always"] = "single"
+    max_history_turns: int = Field(5, ge=0)  # earlier turns of a conversation in a prompt
+    max_history_tokens: int = Field(400, ge=0)  # ... and at most this many tokens of them
     check_gold: bool = True
     max_train_examples: int | None = Field(None, ge=1)
     max_eval_examples: int | None = Field(None, ge=1)
@@ -108,6 +110,8 @@ class InferParams(Section):
     max_rows: int = Field(10000, ge=1)  # rows fetched per candidate when voting
     prefer_nonempty: bool = True  # an empty result votes only when no candidate returns rows
     load_in_4bit: bool = False  # true: the 16-bit base quantized to 4-bit (CUDA); else 16/32-bit
+    # Earlier turns of a conversation in the prompt: as in the data (gold), or the model's own SQL
+    history: Literal["gold", "predicted"] = "gold"
 
 
 class EvaluateParams(Section):

@@ -1,22 +1,22 @@
 """Turn a dataset into schema-aware chat examples (the core of the ``prepare`` stage).
 
 Every example's prompt is built by ``prompts.make_prompt`` from its question
-(and evidence) alone. The gold SQL is used only to measure linking (the tables
-it reads, found with sqlglot, that the prompt shows) and to drop examples whose
-gold SQL does not run on their database, which are reported and counted.
+(and evidence, and for a follow-up its conversation's earlier turns) alone. The
+gold SQL is used only to measure linking (the tables it reads, found with sqlglot,
+that the prompt shows) and to drop examples whose gold SQL does not run on their
+database, which are reported and counted.
 """
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from text2sql.datasets import Example
-from text2sql.prompts import PromptOptions, make_prompt
+from text2sql.datasets import BadConversation, Example
+from text2sql.prompts import PromptOptions, count_tokens, make_prompt
 from text2sql.prompts import schema_text as _schema_text
 from text2sql.execution import open_readonly
 from text2sql.schema import Schema
@@ -24,21 +24,11 @@ from text2sql.sql import referenced_tables, run_error
 
 # Why an example is dropped; every reason is always in the metrics (0 when none).
 DROP_REASONS = ("empty_question", "empty_query", "gold_sql_error")
-_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def schema_text(schema: Schema, tables: list[str], fmt: str) -> str:
     """The schema of ``tables`` as DDL or compact text (see ``prompts.schema_text``)."""
     return _schema_text(schema, tables, fmt)
-
-
-def count_tokens(text: str) -> int:
-    """A model-free token count: words, numbers and punctuation marks.
-
-    The same count for every model, so prompt lengths compare across runs; a
-    BPE tokenizer gives about as many tokens on SQL and English.
-    """
-    return len(_TOKEN.findall(text))
 
 
 @dataclass
@@ -69,11 +59,29 @@ class PrepareStats:
     dropped: Counter = field(default_factory=Counter)
     dropped_examples: list[DroppedExample] = field(default_factory=list)
     max_kept_drops: int = 1000  # dropped examples remembered for the report
+    # Multi-turn data only (their metrics are written only when there is some):
+    conversations: set = field(default_factory=set)  # conversations with an example kept
+    follow_ups: int = 0  # examples after the first turn
+    history_turns_sum: int = 0  # earlier turns shown in prompts, after trimming
+    history_turns_cut: int = 0  # earlier turns left out by max_history_turns / _tokens
+    bad_conversations: list[BadConversation] = field(default_factory=list)
 
     def drop(self, ex: Example, reason: str, detail: str = "") -> None:
         self.dropped[reason] += 1
         if len(self.dropped_examples) < self.max_kept_drops:
             self.dropped_examples.append(DroppedExample(ex.id, ex.db_id, reason, detail))
+
+    def drop_conversations(self, bad: list[BadConversation]) -> None:
+        """Count conversations the loader left out for bad input (and list them)."""
+        self.bad_conversations += bad
+        for b in bad:
+            if len(self.dropped_examples) < self.max_kept_drops:
+                self.dropped_examples.append(DroppedExample(
+                    f"conversation {b.conversation}", b.db_id, b.reason, b.message()))
+
+    @property
+    def multi_turn(self) -> bool:
+        return bool(self.conversations or self.bad_conversations)
 
     def as_metrics(self, prefix: str) -> dict[str, float]:
         """Flat numbers for ``metrics/prepare.json``, every key prefixed with the split."""
@@ -99,6 +107,17 @@ class PrepareStats:
             "schema_token_reduction": round(1 - self.schema_tokens_sum / self.full_schema_tokens_sum,
                                             4) if self.full_schema_tokens_sum else 0.0,
         }
+        if self.multi_turn:
+            bad = self.bad_conversations
+            out.update({
+                "conversations": len(self.conversations),
+                "follow_ups": self.follow_ups,
+                "history_turns_mean": round(self.history_turns_sum / self.follow_ups, 2)
+                if self.follow_ups else 0.0,
+                "history_turns_cut": self.history_turns_cut,
+                "dropped_conversations": len(bad),
+                "dropped_conversation_turns": sum(b.turns for b in bad),
+            })
         return {f"{prefix}_{k}": v for k, v in out.items()}
 
 
@@ -163,7 +182,8 @@ def prepare_examples(
                     stats.drop(ex, "gold_sql_error", error)
                     continue
             schema = schemas[ex.db_id]
-            linked = make_prompt(ex.question, schema, ex.db_path, ex.evidence, options)
+            linked = make_prompt(ex.question, schema, ex.db_path, ex.evidence, options,
+                                 ex.history)
             prompt_tokens = sum(count_tokens(m["content"]) for m in linked.messages)
             schema_tokens = count_tokens(linked.schema_text)
             if ex.db_id not in full_schema_cache:
@@ -200,6 +220,16 @@ def prepare_examples(
             }
             if ex.evidence:
                 row["evidence"] = ex.evidence
+            if ex.turn is not None:
+                shown_from = len(ex.history) - linked.history_turns
+                # The turns behind the prompt's assistant messages, for infer.history=predicted.
+                row.update(conversation=ex.conversation, turn=ex.turn, history=[
+                    {"turn": shown_from + i, "question": t.question, "query": t.query}
+                    for i, t in enumerate(ex.history[shown_from:])])
+                stats.conversations.add(ex.conversation)
+                stats.follow_ups += ex.turn > 0
+                stats.history_turns_sum += linked.history_turns
+                stats.history_turns_cut += len(ex.history) - linked.history_turns
             yield row
     finally:
         conns.close()
@@ -224,6 +254,8 @@ def prompt_options(params: Any) -> PromptOptions:
         value_hints=params.value_hints,
         sample_rows=params.sample_rows,
         fk_parents=params.fk_parents,
+        max_history_turns=params.max_history_turns,
+        max_history_tokens=params.max_history_tokens,
     )
 
 

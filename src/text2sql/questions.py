@@ -8,7 +8,7 @@ on: the schema read from the SQLite file, linked to the question, as DDL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from text2sql.schema import Schema, schema_from_sqlite
 if TYPE_CHECKING:
     from text2sql.datasets import Databases
     from text2sql.postgres import PostgresDatabase
+    from text2sql.prompts import HistoryTurn
 
 
 def prepare_settings(params_file: str | Path | None) -> PrepareParams:
@@ -30,16 +31,18 @@ def prepare_settings(params_file: str | Path | None) -> PrepareParams:
 
 def prompt_row(question: str, db_path: str | Path | PostgresDatabase, schema: Schema,
                settings: PrepareParams, *, example_id: str = "question",
-               evidence: str | None = None) -> dict[str, Any]:
+               evidence: str | None = None,
+               history: Sequence[HistoryTurn] = ()) -> dict[str, Any]:
     """A prepared row (id, db_id, db_path, question, tables, prompt) for one question,
     built by the prepare stage's own prompt maker with its ``prepare:`` settings.
-    ``db_path``: a SQLite file, or a PostgreSQL database (``db_path`` shows its URL, masked)."""
+    ``db_path``: a SQLite file, or a PostgreSQL database (``db_path`` shows its URL, masked);
+    ``history``: the conversation's earlier turns (``text2sql chat``)."""
     from text2sql.postgres import PostgresDatabase
     from text2sql.prepare import prompt_options
     from text2sql.prompts import make_prompt
 
     db = db_path if isinstance(db_path, PostgresDatabase) else str(db_path)
-    linked = make_prompt(question, schema, db, evidence, prompt_options(settings))
+    linked = make_prompt(question, schema, db, evidence, prompt_options(settings), history)
     row: dict[str, Any] = {"id": example_id, "db_id": schema.db_id, "db_path": str(db_path),
                            "question": question, "tables": linked.tables,
                            "prompt": linked.messages}

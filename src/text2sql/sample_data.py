@@ -7,6 +7,11 @@ lists; no real personal data), deterministically from a seed. Run
 Questions come from templates that cover filters, counts, aggregates, GROUP BY,
 ORDER BY/LIMIT and JOINs along foreign keys; each template has a few phrasings.
 The dev split holds questions whose text never occurs in the train split.
+
+``python -m text2sql.sample_data --conversations data/sample-sparc`` writes the
+multi-turn sample in SParC's layout: conversations of 2-4 turns on the same four
+databases (a first question, then refine a filter, add a condition, switch to a
+count or an order), with dev conversations whose text never occurs in train.
 """
 
 from __future__ import annotations
@@ -395,6 +400,124 @@ TEMPLATES: dict[str, list[Template]] = {
     ],
 }
 
+
+@dataclass(frozen=True)
+class Chain:
+    """A conversation's turns, each (phrasings, SQL) over one shared set of slot values."""
+
+    turns: list[tuple[list[str], str]]
+    slots: Callable[[random.Random, dict[str, list[tuple]]], dict[str, Any]]
+
+
+_STUDENTS_YEAR = "SELECT name FROM students WHERE year = {year}"
+_SCHOOL_ENROLLED = ("FROM students AS T1 JOIN enrollments AS T2 ON T1.student_id = T2.student_id "
+                    "JOIN courses AS T3 ON T2.course_id = T3.course_id WHERE T1.name = '{name}'")
+_BOOKS_BY = ("FROM authors AS T1 JOIN books AS T2 ON T1.author_id = T2.author_id "
+             "WHERE T1.name = '{name}'")
+_ORDERS_FROM = ("FROM customers AS T1 JOIN orders AS T2 ON T1.customer_id = T2.customer_id "
+                "WHERE T1.city = '{city}'")
+_VISITS_OF = ("FROM doctors AS T1 JOIN appointments AS T2 ON T1.doctor_id = T2.doctor_id "
+              "WHERE T1.specialty = '{specialty}'")
+
+CHAINS: dict[str, list[Chain]] = {
+    "school": [
+        Chain([(["Which students are in year {year}?", "List the students in year {year}."],
+                _STUDENTS_YEAR),
+               (["Only those from {city}.", "Just the ones living in {city}."],
+                _STUDENTS_YEAR + " AND city = '{city}'"),
+               (["How many is that?", "Count them."],
+                "SELECT count(*) FROM students WHERE year = {year} AND city = '{city}'"),
+               (["Show their names in alphabetical order.", "List them sorted by name."],
+                _STUDENTS_YEAR + " AND city = '{city}' ORDER BY name")],
+              _both(_pick("students", 2, "year"), _pick("students", 3, "city"))),
+        Chain([(["Which courses have more than {n} credits?",
+                 "List the courses worth more than {n} credits."],
+                "SELECT title FROM courses WHERE credits > {n}"),
+               (["Order them by credits, highest first.", "Sort them by credits, most first."],
+                "SELECT title FROM courses WHERE credits > {n} ORDER BY credits DESC"),
+               (["Show only the top {k}.", "Keep just the first {k}."],
+                "SELECT title FROM courses WHERE credits > {n} ORDER BY credits DESC LIMIT {k}")],
+              _both(_pick_n("n", 2, 4), _pick_n("k", 1, 3))),
+        Chain([(["Which courses is {name} enrolled in?", "List the courses taken by {name}."],
+                "SELECT T3.title " + _SCHOOL_ENROLLED),
+               (["How many are there?", "How many courses is that?"],
+                "SELECT count(*) " + _SCHOOL_ENROLLED),
+               (["What is the total of their credits?", "Add up their credits."],
+                "SELECT sum(T3.credits) " + _SCHOOL_ENROLLED)],
+              _pick("students", 1, "name")),
+    ],
+    "library": [
+        Chain([(["List the {genre} books.", "Which books are in the {genre} genre?"],
+                "SELECT title FROM books WHERE genre = '{genre}'"),
+               (["Only those published after {year}.", "Just the ones from after {year}."],
+                "SELECT title FROM books WHERE genre = '{genre}' AND published_year > {year}"),
+               (["How many are there?", "Count them."],
+                "SELECT count(*) FROM books WHERE genre = '{genre}' AND published_year > {year}"),
+               (["What is their average number of pages?", "How many pages do they have on average?"],
+                "SELECT avg(pages) FROM books WHERE genre = '{genre}' AND published_year > {year}")],
+              _both(_pick("books", 3, "genre"), _pick_n("year", 1960, 2020))),
+        Chain([(["Which members live in {city}?", "List the members from {city}."],
+                "SELECT name FROM members WHERE city = '{city}'"),
+               (["Only those who joined after {year}.", "Just the ones that joined after {year}."],
+                "SELECT name FROM members WHERE city = '{city}' AND joined_year > {year}"),
+               (["How many is that?", "Count them."],
+                "SELECT count(*) FROM members WHERE city = '{city}' AND joined_year > {year}")],
+              _both(_pick("members", 2, "city"), _pick_n("year", 2010, 2023))),
+        Chain([(["Which books were written by {name}?", "List the books by {name}."],
+                "SELECT T2.title " + _BOOKS_BY),
+               (["Sort them by pages, longest first.", "Order them from the longest."],
+                "SELECT T2.title " + _BOOKS_BY + " ORDER BY T2.pages DESC"),
+               (["Just the first one.", "Only the longest."],
+                "SELECT T2.title " + _BOOKS_BY + " ORDER BY T2.pages DESC LIMIT 1")],
+              _pick("authors", 1, "name")),
+    ],
+    "shop": [
+        Chain([(["List the {category} products.", "Which products are in the {category} category?"],
+                "SELECT name FROM products WHERE category = '{category}'"),
+               (["Only those cheaper than {n}.", "Just the ones priced below {n}."],
+                "SELECT name FROM products WHERE category = '{category}' AND price < {n}"),
+               (["Sort them by price.", "Order them from the cheapest."],
+                "SELECT name FROM products WHERE category = '{category}' AND price < {n} "
+                "ORDER BY price"),
+               (["How many are there?", "Count them."],
+                "SELECT count(*) FROM products WHERE category = '{category}' AND price < {n}")],
+              _both(_pick("products", 2, "category"), _pick_n("n", 10, 100))),
+        Chain([(["Which customers live in {city}?", "List the customers from {city}."],
+                "SELECT name FROM customers WHERE city = '{city}'"),
+               (["How many orders did they place?", "Count their orders."],
+                "SELECT count(*) " + _ORDERS_FROM),
+               (["Only the {status} ones.", "Just those that are {status}."],
+                "SELECT count(*) " + _ORDERS_FROM + " AND T2.status = '{status}'")],
+              _both(_pick("customers", 2, "city"), _pick("orders", 3, "status"))),
+        Chain([(["What are the {n} most expensive products?", "List the {n} priciest products."],
+                "SELECT name FROM products ORDER BY price DESC LIMIT {n}"),
+               (["Show their prices too.", "Add their prices."],
+                "SELECT name, price FROM products ORDER BY price DESC LIMIT {n}")],
+              _pick_n("n", 1, 5)),
+    ],
+    "clinic": [
+        Chain([(["Which patients live in {city}?", "List the patients from {city}."],
+                "SELECT name FROM patients WHERE city = '{city}'"),
+               (["Only those born before {year}.", "Just the ones born before {year}."],
+                "SELECT name FROM patients WHERE city = '{city}' AND birth_year < {year}"),
+               (["How many is that?", "Count them."],
+                "SELECT count(*) FROM patients WHERE city = '{city}' AND birth_year < {year}"),
+               (["List their names from oldest to youngest.", "Show them, oldest first."],
+                "SELECT name FROM patients WHERE city = '{city}' AND birth_year < {year} "
+                "ORDER BY birth_year")],
+              _both(_pick("patients", 3, "city"), _pick_n("year", 1945, 2015))),
+        Chain([(["Which doctors specialize in {specialty}?", "List the {specialty} doctors."],
+                "SELECT name FROM doctors WHERE specialty = '{specialty}'"),
+               (["How many appointments do they have?", "Count their appointments."],
+                "SELECT count(*) " + _VISITS_OF),
+               (["Only those costing more than {n}.", "Just the ones with a fee above {n}."],
+                "SELECT count(*) " + _VISITS_OF + " AND T2.fee > {n}"),
+               (["What is their average fee?", "What do they cost on average?"],
+                "SELECT avg(T2.fee) " + _VISITS_OF + " AND T2.fee > {n}")],
+              _both(_pick("doctors", 2, "specialty"), _pick_n("n", 30, 140))),
+    ],
+}
+
 BUILDERS = {"school": _school, "library": _library, "shop": _shop, "clinic": _clinic}
 
 
@@ -438,6 +561,18 @@ def _tables_entry(db_id: str, specs: list[TableSpec]) -> dict[str, Any]:
     }
 
 
+def _write_databases(out_dir: Path, rng: random.Random
+                     ) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[tuple]]]]:
+    """Build and write the four databases; their tables.json entries and rows by database."""
+    tables_json, rows_by_db = [], {}
+    for db_id, build in BUILDERS.items():
+        specs, rows = build(rng)
+        rows_by_db[db_id] = rows
+        _write_db(out_dir / "database" / db_id / f"{db_id}.sqlite", specs, rows)
+        tables_json.append(_tables_entry(db_id, specs))
+    return tables_json, rows_by_db
+
+
 def generate_examples(
     rows_by_db: dict[str, dict[str, list[tuple]]], rng: random.Random, per_template: int
 ) -> list[dict[str, str]]:
@@ -466,13 +601,8 @@ def build_sample_dataset(out_dir: str | Path, seed: int = 0, per_template: int =
     """Write the whole Spider-layout sample dataset to ``out_dir``; return split sizes."""
     out_dir = Path(out_dir)
     rng = random.Random(seed)
-    tables_json, rows_by_db = [], {}
     with atomic_path(out_dir, is_dir=True) as tmp:
-        for db_id, build in BUILDERS.items():
-            specs, rows = build(rng)
-            rows_by_db[db_id] = rows
-            _write_db(tmp / "database" / db_id / f"{db_id}.sqlite", specs, rows)
-            tables_json.append(_tables_entry(db_id, specs))
+        tables_json, rows_by_db = _write_databases(tmp, rng)
         examples = generate_examples(rows_by_db, rng, per_template)
         rng.shuffle(examples)
         # Hold out whole question texts: a dev question never appears in train.
@@ -494,13 +624,87 @@ def build_sample_dataset(out_dir: str | Path, seed: int = 0, per_template: int =
     return {"train": len(train), "dev": len(dev)}
 
 
+def generate_conversations(rows_by_db: dict[str, dict[str, list[tuple]]], rng: random.Random,
+                           per_chain: int) -> list[dict[str, Any]]:
+    """Up to ``per_chain`` distinct SParC-style conversations (2 turns up to the chain's
+    length) for every chain: ``{database_id, interaction: [{utterance, query}], final}``."""
+    out = []
+    for db_id, chains in CHAINS.items():
+        rows = rows_by_db[db_id]
+        for chain in chains:
+            seen: set[tuple[str, ...]] = set()
+            tries = 0
+            while len(seen) < per_chain and tries < per_chain * 20:
+                tries += 1
+                slots = chain.slots(rng, rows)
+                sql_slots = {k: str(v).replace("'", "''") for k, v in slots.items()}
+                length = rng.randint(2, len(chain.turns))
+                interaction = [{"utterance": rng.choice(phrasings).format(**slots),
+                                "query": sql.format(**sql_slots)}
+                               for phrasings, sql in chain.turns[:length]]
+                text = tuple(t["utterance"] for t in interaction)
+                if text in seen:
+                    continue
+                seen.add(text)
+                out.append({"database_id": db_id, "interaction": interaction,
+                            "final": {"utterance": " ".join(text),
+                                      "query": interaction[-1]["query"]}})
+    return out
+
+
+def build_conversation_dataset(out_dir: str | Path, seed: int = 0, per_chain: int = 24,
+                               dev_fraction: float = 0.1) -> dict[str, int]:
+    """Write the multi-turn sample in SParC's layout to ``out_dir``; return split sizes.
+
+    Its databases are those of :func:`build_sample_dataset` with the same seed (copied,
+    so the folder is one DVC dependency); the conversations are drawn with their own
+    random stream, so the single-turn sample does not change.
+    """
+    out_dir = Path(out_dir)
+    rng = random.Random(seed)
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        tables_json, rows_by_db = _write_databases(tmp, rng)
+        conv_rng = random.Random(f"conversations-{seed}")
+        conversations = generate_conversations(rows_by_db, conv_rng, per_chain)
+        conv_rng.shuffle(conversations)
+        # Conversations are distinct by their text, so no dev conversation is in train.
+        n_dev = int(len(conversations) * dev_fraction)
+        dev, train = conversations[:n_dev], conversations[n_dev:]
+        write_json(tmp / "tables.json", tables_json)
+        write_json(tmp / "train.json", train)
+        write_json(tmp / "dev.json", dev)
+        turns = {name: sum(len(c["interaction"]) for c in split)
+                 for name, split in (("train", train), ("dev", dev))}
+        (tmp / "README.md").write_text(
+            "# Built-in multi-turn sample data\n\nSynthetic conversations in SParC's layout, "
+            "made by `python -m text2sql.sample_data --conversations data/sample-sparc` "
+            "(deterministic from the seed), on the four databases of data/sample (copied). "
+            "Each conversation asks a question, then refines a filter, adds a condition, or "
+            "switches to a count or an order.\n\n"
+            f"- train.json: {len(train)} conversations, {turns['train']} turns\n"
+            f"- dev.json: {len(dev)} conversations, {turns['dev']} turns "
+            "(no conversation text shared with train)\n"
+            "- tables.json, database/<db_id>/<db_id>.sqlite\n",
+            encoding="utf-8",
+        )
+    return {"train": len(train), "dev": len(dev), **{f"{k}_turns": v for k, v in turns.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path, help="folder to (re)write, e.g. data/sample")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-template", type=int, default=64,
                         help="distinct questions per template (fewer where values run out)")
+    parser.add_argument("--conversations", action="store_true",
+                        help="write the multi-turn sample (SParC layout) instead, "
+                             "e.g. to data/sample-sparc")
     args = parser.parse_args()
+    if args.conversations:
+        sizes = build_conversation_dataset(args.out_dir, seed=args.seed)
+        print(f"wrote {args.out_dir}: {sizes['train']} train conversations "
+              f"({sizes['train_turns']} turns), {sizes['dev']} dev ({sizes['dev_turns']} turns)")
+        return
     sizes = build_sample_dataset(args.out_dir, seed=args.seed, per_template=args.per_template)
     print(f"wrote {args.out_dir}: {sizes['train']} train, {sizes['dev']} dev examples")
 

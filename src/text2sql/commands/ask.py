@@ -96,23 +96,24 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from text2sql.execution import NOT_READ_ONLY, check_read_only_query, run_queries
+def check_limits_and_schema(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Refuse bad ``--timeout``/``--max-rows``/``--max-bytes``/``--width``/``--dialect``
+    values and a ``--db`` that is neither a SQLite file with tables nor a PostgreSQL
+    database with readable tables; the database (a ``Path`` or a ``PostgresDatabase``)
+    and its schema."""
     from text2sql.io import DataError
     from text2sql.postgres import PostgresDatabase, is_postgres_url
-    from text2sql.questions import prepare_settings, prompt_row, read_schema
-    from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
+    from text2sql.questions import read_schema
 
     if args.dialect:
         check_dialect(args.dialect)
     if args.timeout <= 0 or args.max_rows < 1 or args.max_bytes < 1 or args.width < 8:
         raise DataError("--timeout must be > 0, --max-rows and --max-bytes at least 1, "
                         "--width at least 8")
-    if args.sql is None and not (args.question or "").strip():
-        raise DataError("give a question, or your own SQL with --sql")
     db: Path | PostgresDatabase
-    if is_postgres_url(args.db):
-        db = PostgresDatabase(args.db, [s.strip() for s in args.schemas.split(",") if s.strip()])
+    if is_postgres_url(str(args.db)):
+        schemas = getattr(args, "schemas", "public")
+        db = PostgresDatabase(str(args.db), [s.strip() for s in schemas.split(",") if s.strip()])
         schema = db.schema()
         if not schema.tables:
             raise DataError(f"{db}: no tables this user may read in schemas "
@@ -125,6 +126,16 @@ def run(args: argparse.Namespace) -> int:
         schema = read_schema(db)
         if not schema.tables:
             raise DataError(f"{db}: the database has no tables to ask about")
+    return db, schema
+
+
+def run(args: argparse.Namespace) -> int:
+    from text2sql.io import DataError
+    from text2sql.questions import prepare_settings, prompt_row
+
+    if args.sql is None and not (args.question or "").strip():
+        raise DataError("give a question, or your own SQL with --sql")
+    db, schema = check_limits_and_schema(args)
     out = sys.stdout
     if args.sql is not None:
         sql, note = args.sql, "given with --sql"
@@ -133,20 +144,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"tables: {', '.join(row['tables'])}", file=out)
         sql, note = generate_sql(row, db, args)
     print(f"SQL ({note}):\n  {indent(sql or '(the model wrote no SQL)')}", file=out)
+    return run_and_show(sql, db, schema, args, out)
+
+
+def run_and_show(sql: str, db: Any, schema: Any, args: argparse.Namespace, out: Any) -> int:
+    """Check ``sql``, run it read-only on ``db`` (a SQLite ``Path`` or a
+    ``PostgresDatabase``) within ``args``' limits (``timeout``, ``max_rows``, ``max_bytes``;
+    ``dialect``, ``width`` for showing) and print the result table to ``out``, or why it
+    was refused or failed to stderr; the exit status."""
+    from text2sql.execution import NOT_READ_ONLY, check_read_only_query, run_queries
+    from text2sql.postgres import PostgresDatabase
+    from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
+
+    me = f"text2sql {getattr(args, 'command', 'ask')}"
     if too_hard_to_parse(sql):
-        print(f"text2sql ask: refused: the SQL has more than {MAX_BARE_JOINS} JOINs in a row "
+        print(f"{me}: refused: the SQL has more than {MAX_BARE_JOINS} JOINs in a row "
               "without ON (a model repeating itself). Nothing was executed.", file=sys.stderr)
         return REFUSED
     on_postgres = isinstance(db, PostgresDatabase)
     dialects = [d for d in ("postgres" if on_postgres else None, args.dialect) if d]
     if sql:
         for dialect in dict.fromkeys(dialects):
-            shown = db.shown(sql) if isinstance(db, PostgresDatabase) and dialect == "postgres" \
+            shown = db.shown(sql) if on_postgres and dialect == "postgres" \
                 else transpile(sql, dialect)
             print(f"SQL ({dialect}):\n  {indent(shown)}", file=out)
     kind, message = check_read_only_query(sql)
     if kind is not None:
-        print(f"text2sql ask: refused: {refusal(kind, message)}. Only a single read-only query "
+        print(f"{me}: refused: {refusal(kind, message)}. Only a single read-only query "
               "(SELECT or WITH) is run; nothing was executed.", file=sys.stderr)
         return REFUSED
     if on_postgres:
@@ -156,13 +180,13 @@ def run(args: argparse.Namespace) -> int:
         [result] = run_queries([(db, sql)], timeout_s=args.timeout, max_rows=args.max_rows,
                                max_bytes=args.max_bytes)
     if result.error == NOT_READ_ONLY:  # stopped by a guard of the database: nothing was changed
-        print(f"text2sql ask: refused: {result.message}. Only a single read-only query "
+        print(f"{me}: refused: {result.message}. Only a single read-only query "
               "(SELECT or WITH) is run; nothing was changed.", file=sys.stderr)
         return REFUSED
     if not result.ok:
         hint = {"timeout": f" (after the {args.timeout:g} s limit; raise --timeout)",
                 "too_large": " (raise --max-bytes, or select less)"}.get(result.error or "", "")
-        print(f"text2sql ask: the query failed: {result.message} [{result.error}]{hint}",
+        print(f"{me}: the query failed: {result.message} [{result.error}]{hint}",
               file=sys.stderr)
         return FAILED
     rows = result.rows or []

@@ -1,0 +1,188 @@
+"""``text2sql chat``: a conversation with a database; follow-up questions see the earlier ones."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, TextIO
+
+from text2sql.commands.ask import MAX_BYTES, check_limits_and_schema, indent, run_and_show
+
+DESCRIPTION = """\
+Talk to a SQLite file or a PostgreSQL database: ask a question, then follow up ("only those from
+Avonlea", "how many is that?"). Each question's prompt holds the conversation so
+far, as the prepare stage builds it for multi-turn training data: the earlier
+questions and the SQL the model wrote for them, newest kept (at most --history
+turns and prepare.max_history_tokens tokens), with the schema linked to every
+question of the conversation.
+
+Each answer shows the linked tables, the SQL and its result table. The SQL runs
+exactly as in `text2sql ask`: read-only, a single SELECT/WITH query, with
+--timeout, --max-rows and --max-bytes (on PostgreSQL: translated from SQLite's
+dialect, in a read-only transaction that is rolled back).
+
+Commands: /sql shows the last query, /reset starts a new conversation, /help,
+/quit (or end of input). Questions are read one per line, from the terminal or
+from a pipe (`printf 'q1\\nq2\\n' | text2sql chat --db FILE`).
+"""
+
+EPILOG = """\
+examples:
+  text2sql chat --db data/sample/database/school/school.sqlite
+  printf 'Which students are in year 2?\\nOnly those from Avonlea.\\n' | text2sql chat --db school.sqlite
+
+exit status: 0 at the end of the conversation (a failed or refused query is reported
+and the conversation goes on); 2 bad arguments or files.
+"""
+
+HELP = "commands: /sql (last query), /reset (new conversation), /help, /quit"
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "chat", help="a conversation with any SQLite file: follow-up questions, SQL and tables",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", required=True, metavar="FILE|URL",
+                   help="the SQLite file or PostgreSQL URL (postgresql://user@host/db) to talk "
+                        "to (never modified)")
+    p.add_argument("--schemas", default="public", metavar="NAMES",
+                   help="PostgreSQL: comma-separated schemas to read (default: %(default)s)")
+    p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
+                   help="trained adapter folder (default: %(default)s, the train stage's output)")
+    p.add_argument("--history", type=int, default=None, metavar="N",
+                   help="earlier turns kept in the prompt (default: prepare.max_history_turns)")
+    p.add_argument("--dialect", metavar="NAME",
+                   help="also show the SQL translated to this sqlglot dialect")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="stop a query after this long (default: %(default)s)")
+    p.add_argument("--max-rows", type=int, default=100, metavar="N",
+                   help="fetch and print at most N rows (default: %(default)s)")
+    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, metavar="N",
+                   help="stop a result holding more than N bytes of values (default: %(default)s)")
+    p.add_argument("--width", type=int, default=80, metavar="CHARS",
+                   help="cut longer values to this many characters (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                   help="longest answer in tokens (default: infer.max_new_tokens)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="FILE",
+                   help="prepare: and infer: settings to use when the file exists "
+                        "(default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+class Conversation:
+    """The turns so far (question and the SQL the model wrote), at most ``limit`` of them."""
+
+    def __init__(self, limit: int):
+        from text2sql.datasets import Turn
+
+        self._turn = Turn
+        self.turns: deque = deque(maxlen=max(limit, 0))  # the oldest turn falls out first
+        self.last_sql: str | None = None
+        self.asked = 0  # questions in this conversation
+
+    def add(self, question: str, sql: str) -> None:
+        self.last_sql = sql
+        self.asked += 1
+        if sql.strip():  # an empty answer would teach the next prompt nothing
+            self.turns.append(self._turn(question, sql))
+
+    def reset(self) -> None:
+        self.turns.clear()
+        self.last_sql = None
+        self.asked = 0
+
+
+def read_questions(stdin: TextIO, out: TextIO) -> Any:
+    """Lines from ``stdin``; on a terminal with a ``> `` prompt (and line editing)."""
+    if stdin.isatty():
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:  # not on every platform
+            pass
+        while True:
+            try:
+                yield input("> ")
+            except EOFError:
+                print(file=out)
+                return
+    else:
+        yield from (line.rstrip("\n") for line in stdin)
+
+
+def run(args: argparse.Namespace) -> int:
+    from text2sql.generation import load_for_inference
+    from text2sql.io import DataError
+    from text2sql.params import InferParams, load_params
+    from text2sql.questions import prepare_settings
+
+    db, schema = check_limits_and_schema(args)
+    if args.history is not None and args.history < 0:
+        raise DataError(f"--history {args.history}: give 0 or more turns")
+    settings = prepare_settings(args.params)
+    if args.history is not None:
+        settings = settings.model_copy(update={"max_history_turns": args.history})
+    infer = load_params("infer", args.params) if args.params.is_file() else InferParams()
+    max_new_tokens = args.max_new_tokens or infer.max_new_tokens
+    out = sys.stdout
+    t0 = time.perf_counter()
+    model, tokenizer = load_for_inference(args.adapter, load_in_4bit=infer.load_in_4bit)
+    print(f"chat with {db} (model loaded in {time.perf_counter() - t0:.1f} s; "
+          f"{HELP})", file=out, flush=True)
+    conversation = Conversation(settings.max_history_turns)
+    try:
+        converse(conversation, args, db, schema, settings, model, tokenizer, infer,
+                 max_new_tokens, out)
+    except KeyboardInterrupt:  # Ctrl-C while the model writes or a query runs: stop quietly
+        print(file=out)
+        return 130
+    return 0
+
+
+def converse(conversation: Conversation, args: argparse.Namespace, db: Any, schema: Any,
+             settings: Any, model: Any, tokenizer: Any, infer: Any, max_new_tokens: int,
+             out: TextIO) -> None:
+    """Answer each line of standard input (a question or a command) until the input ends."""
+    from text2sql.extract import extract_sql
+    from text2sql.generation import generate
+    from text2sql.questions import prompt_row
+
+    for line in read_questions(sys.stdin, out):
+        question = line.strip()
+        if not question:
+            continue
+        if question.startswith("/"):
+            command = question.split()[0].lower()
+            if command in ("/quit", "/exit"):
+                break
+            if command == "/reset":
+                conversation.reset()
+                print("(new conversation)", file=out)
+            elif command == "/sql":
+                last = conversation.last_sql
+                print("(no query yet)" if last is None else indent(last or "(the model wrote "
+                                                                       "no SQL)"), file=out)
+            elif command == "/help":
+                print(HELP, file=out)
+            else:
+                print(f"unknown command {command!r}; {HELP}", file=out)
+            out.flush()
+            continue
+        row = prompt_row(question, db, schema, settings, history=list(conversation.turns))
+        t0 = time.perf_counter()
+        [gen] = generate(model, tokenizer, [row["prompt"]], batch_size=1,
+                         max_new_tokens=max_new_tokens, num_samples=1,
+                         temperature=infer.temperature, seed=infer.seed, progress=False)
+        sql = extract_sql(gen.texts[0])
+        print(f"tables: {', '.join(row['tables'])}", file=out)
+        print(f"SQL (turn {conversation.asked + 1}, generated in "
+              f"{time.perf_counter() - t0:.1f} s):\n  {indent(sql or '(the model wrote no SQL)')}",
+              file=out)
+        out.flush()
+        run_and_show(sql, db, schema, args, out)
+        conversation.add(question, sql)
+        out.flush()
+        sys.stderr.flush()
