@@ -29,6 +29,11 @@ METRICS = Path("metrics/infer.json")
 
 
 def main(params: InferParams) -> None:
+    if params.backend != "hf":
+        raise DataError(f"infer.backend {params.backend!r}: the infer stage runs the adapter "
+                        f"({ADAPTER_DIR}) through transformers; the export stage measures each "
+                        "GGUF file's EX (models/export/README.md), and `text2sql predict "
+                        "--backend llama.cpp --model FILE.gguf` runs one on any questions")
     from text2sql.quiet import quiet_known_warnings
     from text2sql.reproducibility import pin_cpu_numerics
 
@@ -36,11 +41,6 @@ def main(params: InferParams) -> None:
     pin_cpu_numerics()  # before anything imports torch
     from text2sql.inference import check_rows, predict
 
-    if params.backend != "hf":
-        raise DataError(f"infer.backend {params.backend!r}: the infer stage runs the adapter "
-                        f"({ADAPTER_DIR}) through transformers; the export stage measures each "
-                        "GGUF file's EX (models/export/README.md), and `text2sql predict "
-                        "--backend llama.cpp --model FILE.gguf` runs one on any questions")
     rows = check_rows(iter_jsonl(EVAL_FILE), EVAL_FILE, need_db=params.num_samples > 1)
     predictions, metrics = predict(rows, ADAPTER_DIR, params)
     write_jsonl(OUT_FILE, (without_runtime(p) for p in predictions))
