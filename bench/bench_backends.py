@@ -32,11 +32,12 @@ sys.path.insert(0, str(REPO / "bench"))
 def run_backend(kind: str, path: str, prompts: list, max_new_tokens: int, batch_size: int,
                 queue: Any) -> None:
     """In a child process: load, generate, report timings, answers and peak memory."""
-    from text2sql.reproducibility import pin_cpu_numerics
-
-    pin_cpu_numerics()
     t0 = time.perf_counter()
     if kind == "transformers":
+        from text2sql.reproducibility import pin_cpu_numerics
+
+        pin_cpu_numerics()  # as the infer stage runs it (the llama.cpp child never loads torch)
+        t0 = time.perf_counter()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from text2sql.generation import generate

@@ -88,14 +88,15 @@ def end_of_turn_token(tokenizer: Any) -> str | None:
 
 def convert_to_gguf(model_dir: str | Path, out_file: str | Path, *, name: str) -> Path:
     """Write the merged model in ``model_dir`` as an f16 GGUF file (norms and biases in f32)."""
+    model_dir, out_file = Path(model_dir), Path(out_file)
+    arch = llama_architecture(model_dir)
+    pre = pre_tokenizer_name(model_dir / "tokenizer.json")
+
     import gguf
     import numpy as np
     from safetensors import safe_open
     from transformers import AutoTokenizer
 
-    model_dir, out_file = Path(model_dir), Path(out_file)
-    arch = llama_architecture(model_dir)
-    pre = pre_tokenizer_name(model_dir / "tokenizer.json")
     config = json.loads((model_dir / "config.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     n_layers = config["num_hidden_layers"]

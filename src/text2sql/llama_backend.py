@@ -30,8 +30,15 @@ def load_gguf(path: str | Path, *, n_ctx: int = 4096, threads: int | None = None
         raise DataError(f"{path}: not a GGUF file; the llama.cpp backend needs --model FILE.gguf "
                         "(the export stage writes them: dvc exp run -S "
                         "'export.formats=[gguf-q4_k_m]')")
+    from gguf import GGUFReader
+
     llama_cpp = import_llama_cpp()
     threads = threads or len(os.sched_getaffinity(0))
+    reader = GGUFReader(path)
+    arch = reader.get_field("general.architecture")
+    trained = reader.get_field(f"{arch.contents() if arch else ''}.context_length")
+    if trained is not None:
+        n_ctx = min(n_ctx, int(trained.contents()))  # beyond it the model was never trained
     return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
                            n_threads_batch=threads, verbose=False, seed=0)
 

@@ -30,7 +30,7 @@ EPILOG = """\
 examples:
   text2sql predict questions.jsonl --db shop.sqlite -o predictions.jsonl
   text2sql predict dev.jsonl --db ../spider/database -o dev_predictions.jsonl --num-samples 5
-  text2sql predict questions.jsonl --db shop.sqlite -o p.jsonl \
+  text2sql predict questions.jsonl --db shop.sqlite -o p.jsonl \\
       --backend llama.cpp --model models/export/model-q4_k_m.gguf
 """
 
@@ -58,7 +58,6 @@ def model_path(args: argparse.Namespace, backend: str) -> Path:
         raise DataError("--model FILE.gguf is for --backend llama.cpp; the hf backend runs "
                         "--adapter")
     return args.adapter
-"""
 
 
 def register(subparsers: Any) -> None:
