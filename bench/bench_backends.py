@@ -58,7 +58,16 @@ def run_backend(kind: str, path: str, prompts: list, max_new_tokens: int, batch_
     wall = time.perf_counter() - t0
     queue.put({"load_s": load_s, "wall_s": wall, "texts": [g.texts[0] for g in gens],
                "tokens": sum(g.new_tokens for g in gens),
-               "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+               "peak_mb": peak_rss_mb()})
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started (VmHWM, reset by exec; the
+    ru_maxrss of a spawned child would still count its parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(kind: str, path: Path, prompts: list, args: argparse.Namespace) -> dict:
