@@ -30,6 +30,11 @@ METRICS = Path("metrics/infer.json")
 
 
 def main(params: InferParams) -> None:
+    if params.backend != "hf":
+        raise DataError(f"infer.backend {params.backend!r}: the infer stage runs the adapter "
+                        f"({ADAPTER_DIR}) through transformers; the export stage measures each "
+                        "GGUF file's EX (models/export/README.md), and `text2sql predict "
+                        "--backend llama.cpp --model FILE.gguf` runs one on any questions")
     from text2sql.quiet import quiet_known_warnings
     from text2sql.reproducibility import pin_cpu_numerics
 

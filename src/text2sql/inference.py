@@ -14,7 +14,8 @@ conversation is generated first, then turn 1 with those answers in its prompt, a
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,41 +56,73 @@ def check_rows(numbered: Iterable[tuple[int, dict[str, Any]]], source: str | Pat
     return rows
 
 
-def predict(rows: Sequence[dict[str, Any]], adapter_dir: str | Path, params: InferParams, *,
+def predict(rows: Sequence[dict[str, Any]], model_path: str | Path, params: InferParams, *,
             progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, float | str | bool]]:
-    """Load the adapter, predict every row; prediction records (input order) and metrics.
+    """Load the model, predict every row; prediction records (input order) and metrics.
 
-    The metrics also say which base model, precision and 4-bit setting wrote them.
+    ``model_path`` is the adapter folder (``infer.backend`` hf) or a GGUF file
+    (llama.cpp). The metrics also say which model, precision and 4-bit setting wrote them.
     """
-    from text2sql.generation import choose_base, load_for_inference
-
     t0 = time.perf_counter()
-    base = choose_base(adapter_dir, load_in_4bit=params.load_in_4bit)
-    model, tokenizer = load_for_inference(adapter_dir, load_in_4bit=params.load_in_4bit)
+    generator, loaded = load_generator(model_path, params)
     load_s = time.perf_counter() - t0
-    records, metrics = predict_with_model(model, tokenizer, rows, params, progress=progress)
-    return records, {**base.metrics(), **metrics, "load_s": round(load_s, 2)}
+    records, metrics = predict_with_generator(generator, rows, params, progress=progress)
+    return records, {**loaded, **metrics, "load_s": round(load_s, 2)}
+
+
+def load_generator(model_path: str | Path, params: InferParams
+                   ) -> tuple[Callable[..., list[Any]], dict[str, str | bool]]:
+    """``generate(prompts, **settings)`` for ``infer.backend``, and what it loaded.
+
+    hf: the adapter on its base through transformers (:mod:`text2sql.generation`);
+    llama.cpp: a GGUF file (:mod:`text2sql.llama_backend`), which runs one sequence at
+    a time (``batch_size`` does not apply).
+    """
+    if params.backend == "llama.cpp":
+        from text2sql.llama_backend import generate_gguf, load_gguf
+
+        if params.load_in_4bit:
+            raise DataError("infer.load_in_4bit applies to the hf backend; with llama.cpp the "
+                            "GGUF file's own type sets the precision (e.g. model-q4_k_m.gguf)")
+        llm = load_gguf(model_path)
+
+        def run_gguf(prompts: Sequence[Any], *, batch_size: int, **settings: Any) -> list[Any]:
+            return generate_gguf(llm, prompts, **settings)
+
+        return run_gguf, {"base_model": str(model_path), "backend": "llama.cpp"}
+    from text2sql.generation import choose_base, generate, load_for_inference
+
+    base = choose_base(model_path, load_in_4bit=params.load_in_4bit)
+    model, tokenizer = load_for_inference(model_path, load_in_4bit=params.load_in_4bit)
+    return partial(generate, model, tokenizer), base.metrics()
 
 
 def predict_with_model(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]],
                        params: InferParams, *, progress: bool = True
                        ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Generate, extract and (with N > 1) vote, with a model already loaded."""
+    """Generate, extract and (with N > 1) vote, with a transformers model already loaded."""
     from text2sql.generation import generate
 
+    return predict_with_generator(partial(generate, model, tokenizer), rows, params,
+                                  progress=progress)
+
+
+def predict_with_generator(generator: Callable[..., list[Any]], rows: Sequence[dict[str, Any]],
+                           params: InferParams, *, progress: bool = True
+                           ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Generate with ``generator`` (see :func:`load_generator`), extract and (N > 1) vote."""
     start = time.perf_counter()
     multi_turn = any("turn" in r for r in rows)
     history_mode = getattr(params, "history", "gold")
     used: list[list[str] | None] = [None] * len(rows)
     with_gold = 0
     if multi_turn and history_mode == "predicted":
-        gens, used, with_gold = _generate_turn_by_turn(model, tokenizer, rows, params,
+        gens, used, with_gold = _generate_turn_by_turn(generator, rows, params,
                                                        progress=progress)
     else:
-        gens = generate(model, tokenizer, [r["prompt"] for r in rows],
-                        batch_size=params.batch_size, max_new_tokens=params.max_new_tokens,
-                        num_samples=params.num_samples, temperature=params.temperature,
-                        seed=params.seed, progress=progress)
+        gens = generator([r["prompt"] for r in rows], batch_size=params.batch_size,
+                         max_new_tokens=params.max_new_tokens, num_samples=params.num_samples,
+                         temperature=params.temperature, seed=params.seed, progress=progress)
     generate_s = time.perf_counter() - start
     records = []
     for row, gen, history_sql in zip(rows, gens, used, strict=True):
@@ -143,13 +176,11 @@ def with_predicted_history(row: dict[str, Any], predicted: dict[tuple[str, int],
     return messages, [m["content"] for m in answers], gold
 
 
-def _generate_turn_by_turn(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]],
+def _generate_turn_by_turn(generator: Callable[..., list[Any]], rows: Sequence[dict[str, Any]],
                            params: InferParams, *, progress: bool
                            ) -> tuple[list[Any], list[list[str] | None], int]:
     """Generate turn 0 of every conversation, then turn 1 with those answers, and so on;
     also the SQL each prompt showed, and how many prompts kept some gold SQL."""
-    from text2sql.generation import generate
-
     if params.num_samples > 1:
         raise DataError("infer.history=predicted with infer.num_samples > 1 is not supported: "
                         "set infer.num_samples=1, or infer.history=gold")
@@ -167,9 +198,9 @@ def _generate_turn_by_turn(model: Any, tokenizer: Any, rows: Sequence[dict[str, 
             else:
                 prompt = rows[i]["prompt"]
             prompts.append(prompt)
-        out = generate(model, tokenizer, prompts, batch_size=params.batch_size,
-                       max_new_tokens=params.max_new_tokens, num_samples=1,
-                       temperature=params.temperature, seed=params.seed, progress=progress)
+        out = generator(prompts, batch_size=params.batch_size,
+                        max_new_tokens=params.max_new_tokens, num_samples=1,
+                        temperature=params.temperature, seed=params.seed, progress=progress)
         for i, gen in zip(batch, out, strict=True):
             gens[i] = gen
             if "turn" in rows[i]:

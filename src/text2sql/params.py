@@ -112,6 +112,17 @@ class InferParams(Section):
     load_in_4bit: bool = False  # true: the 16-bit base quantized to 4-bit (CUDA); else 16/32-bit
     # Earlier turns of a conversation in the prompt: as in the data (gold), or the model's own SQL
     history: Literal["gold", "predicted"] = "gold"
+    backend: Literal["hf", "llama.cpp"] = "hf"  # llama.cpp: a GGUF file (predict/ask --model)
+
+
+ExportFormat = Literal["merged", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m"]
+
+
+class ExportParams(Section):
+    formats: list[ExportFormat] = []  # empty: nothing exported (the stage costs seconds)
+    max_eval_examples: int | None = Field(None, ge=1)  # fidelity check on the first N (None: all)
+    min_same_sql: float = Field(0.95, ge=0.0, le=1.0)  # f16 GGUF writes transformers' SQL this often
+    max_ex_drop: float = Field(0.02, ge=0.0, le=1.0)  # a GGUF's EX at most this below merged's
 
 
 class EvaluateParams(Section):
@@ -129,6 +140,7 @@ SECTIONS: dict[str, type[Section]] = {
     "train": TrainParams,
     "infer": InferParams,
     "evaluate": EvaluateParams,
+    "export": ExportParams,
 }
 
 

@@ -21,7 +21,8 @@ What happens, in order:
      between them), as the prepare stage does for training prompts, using the
      prepare: settings of params.yaml when there is one (see --params);
   3. the fine-tuned adapter, on the 16-bit base it was trained from (4-bit with
-     infer.load_in_4bit: true), writes SQL (greedy; with --num-samples N it
+     infer.load_in_4bit: true), or a GGUF file through llama.cpp (--backend
+     llama.cpp --model FILE.gguf), writes SQL (greedy; with --num-samples N it
      samples N queries, runs each, and keeps the answer most of them agree on);
   4. the SQL is shown (and, with --dialect, also translated with sqlglot);
   5. it runs read-only, in a worker process with a memory limit: the file is
@@ -43,6 +44,7 @@ examples:
   text2sql ask --db school.sqlite "Which students got an A?"
   text2sql ask --db shop.db --dialect postgres "Total sales per month in 2024"
   text2sql ask --db shop.db --num-samples 5 "Who bought the most?"
+  text2sql ask --backend llama.cpp --model models/export/model-q4_k_m.gguf --db shop.db "..."
   text2sql ask --db shop.db --sql "SELECT count(*) FROM orders"   # run your own SQL, same checks
   text2sql ask --db postgresql://reader@localhost/shop "Who bought the most?"
   PGHOST=db.example PGUSER=reader PGDATABASE=shop text2sql ask --db postgresql:// "..."
@@ -57,6 +59,8 @@ MAX_BYTES = 16 * 2**20
 
 
 def register(subparsers: Any) -> None:
+    from text2sql.commands.predict import add_backend_arguments
+
     p = subparsers.add_parser(
         "ask", help="ask a question of a SQLite file or a PostgreSQL database; see the SQL "
                     "and the result table",
@@ -72,6 +76,7 @@ def register(subparsers: Any) -> None:
                         "(default: %(default)s)")
     p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
                    help="trained adapter folder (default: %(default)s, the train stage's output)")
+    add_backend_arguments(p)
     p.add_argument("--dialect", metavar="NAME",
                    help="also show the SQL translated to this sqlglot dialect "
                         "(postgres, mysql, duckdb, bigquery, snowflake, tsql, ...)")
@@ -202,19 +207,22 @@ def generate_sql(row: dict[str, Any], db: Any, args: argparse.Namespace) -> tupl
     """The adapter's SQL for the prepared ``row`` and a note on how it was chosen."""
     from text2sql.consistency import Candidate, choose_all, choose_live
     from text2sql.extract import extract_sql
-    from text2sql.generation import generate, load_for_inference
+    from text2sql.commands.predict import model_path
+    from text2sql.inference import load_generator
     from text2sql.params import InferParams, load_params
 
     infer = load_params("infer", args.params) if args.params.is_file() else InferParams()
+    if args.backend:
+        infer = infer.model_copy(update={"backend": args.backend})
     n = args.num_samples or infer.num_samples
     max_new_tokens = args.max_new_tokens or infer.max_new_tokens
     t0 = time.perf_counter()
-    model, tokenizer = load_for_inference(args.adapter, load_in_4bit=infer.load_in_4bit)
+    generator, _ = load_generator(model_path(args, infer.backend), infer)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    gen = generate(model, tokenizer, [row["prompt"]], batch_size=max(n, 1),
-                   max_new_tokens=max_new_tokens, num_samples=n, temperature=infer.temperature,
-                   seed=infer.seed, progress=False)[0]
+    gen = generator([row["prompt"]], batch_size=max(n, 1), max_new_tokens=max_new_tokens,
+                    num_samples=n, temperature=infer.temperature, seed=infer.seed,
+                    progress=False)[0]
     seconds = time.perf_counter() - t0
     if n == 1:
         return extract_sql(gen.texts[0]), f"generated in {seconds:.1f} s, model loaded in {load_s:.1f} s"

@@ -30,7 +30,34 @@ EPILOG = """\
 examples:
   text2sql predict questions.jsonl --db shop.sqlite -o predictions.jsonl
   text2sql predict dev.jsonl --db ../spider/database -o dev_predictions.jsonl --num-samples 5
+  text2sql predict questions.jsonl --db shop.sqlite -o p.jsonl \\
+      --backend llama.cpp --model models/export/model-q4_k_m.gguf
 """
+
+
+def add_backend_arguments(p: Any) -> None:
+    """``--backend`` and ``--model``: what ``predict`` and ``ask`` generate with."""
+    p.add_argument("--backend", choices=("hf", "llama.cpp"), default=None,
+                   help="hf: the adapter through transformers; llama.cpp: a GGUF file "
+                        "(--model), the fast CPU path (default: infer.backend, else hf)")
+    p.add_argument("--model", type=Path, metavar="FILE.gguf",
+                   help="the GGUF file the llama.cpp backend runs (the export stage writes "
+                        "them to models/export/)")
+
+
+def model_path(args: argparse.Namespace, backend: str) -> Path:
+    """The adapter folder (hf) or the GGUF file (llama.cpp) the command runs."""
+    from text2sql.io import DataError
+
+    if backend == "llama.cpp":
+        if args.model is None:
+            raise DataError("--backend llama.cpp needs --model FILE.gguf (made by the export "
+                            "stage: dvc exp run -S 'export.formats=[gguf-q4_k_m]')")
+        return args.model
+    if args.model is not None:
+        raise DataError("--model FILE.gguf is for --backend llama.cpp; the hf backend runs "
+                        "--adapter")
+    return args.adapter
 
 
 def register(subparsers: Any) -> None:
@@ -45,6 +72,7 @@ def register(subparsers: Any) -> None:
                    help="one SQLite file for all questions, or a folder of Spider-style databases")
     p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
                    help="trained adapter folder (default: %(default)s)")
+    add_backend_arguments(p)
     p.add_argument("--metrics", type=Path, metavar="FILE",
                    help="also write metrics (JSON) here: throughput, and the base model "
                         "and precision used")
@@ -63,7 +91,7 @@ def register(subparsers: Any) -> None:
 
 OVERRIDES = {"batch_size": "batch_size", "max_new_tokens": "max_new_tokens",
              "num_samples": "num_samples", "temperature": "temperature", "seed": "seed",
-             "timeout": "timeout_s"}
+             "timeout": "timeout_s", "backend": "backend"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     numbered = rows_from_questions(iter_jsonl(args.input), args.input, args.db,
                                    prepare_settings(args.params))
     rows = check_rows(numbered, args.input, need_db=params.num_samples > 1)
-    predictions, metrics = predict(rows, args.adapter, params)
+    predictions, metrics = predict(rows, model_path(args, params.backend), params)
     write_jsonl(args.output, predictions)
     if args.metrics:
         write_json(args.metrics, metrics)

@@ -1,0 +1,238 @@
+"""The export stage: merged weights, GGUF files (llama.cpp), Modelfile, card, fidelity check,
+and the llama.cpp inference backend, on the tiny trained adapter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from text2sql.io import DataError, iter_jsonl, write_jsonl
+from text2sql.params import ExportParams, InferParams, parse_section
+
+ALL_FORMATS = ["merged", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m"]
+N_QUESTIONS = 8
+MAX_NEW_TOKENS = 24  # the 1-epoch test adapter loops until cut: short answers keep it quick
+
+
+@pytest.fixture(scope="module")
+def eval_rows(prepared_rows):
+    return prepared_rows["eval"][:N_QUESTIONS]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_adapter, eval_rows, tmp_path_factory):
+    """Every format exported from the tiny adapter, measured on a few evaluation questions
+    (thresholds off here: test_fidelity_f16_matches_transformers checks them)."""
+    from text2sql.export import export_model
+
+    out = tmp_path_factory.mktemp("export") / "export"
+    out.mkdir()
+    metrics = export_model(tiny_adapter, out, ALL_FORMATS, eval_rows,
+                           max_new_tokens=MAX_NEW_TOKENS, batch_size=16, min_same_sql=0.0,
+                           max_ex_drop=1.0, progress=False)
+    return out, metrics
+
+
+def test_unknown_format_lists_the_valid_ones():
+    with pytest.raises(DataError) as e:
+        parse_section(ExportParams, {"formats": ["merged", "gguf-q5"]}, "export")
+    assert "export.formats.1" in str(e.value)
+    for name in ALL_FORMATS:
+        assert name in str(e.value)
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(DataError, match="infer.backend"):
+        parse_section(InferParams, {"backend": "vllm"}, "infer")
+
+
+def test_no_formats_is_a_quick_no_op(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "export").mkdir(parents=True)
+    (tmp_path / "models" / "export" / "stale.gguf").write_text("old")
+    (tmp_path / "params.yaml").write_text("export:\n  formats: []\n")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, str(REPO / "stages" / "export.py")], check=True,
+                   capture_output=True)
+    assert time.perf_counter() - t0 < 10
+    assert [p.name for p in (tmp_path / "models" / "export").iterdir()] == ["README.md"]
+    assert json.loads((tmp_path / "metrics" / "export.json").read_text()) == {"formats": 0}
+
+
+def test_an_architecture_llama_cpp_lacks_is_named(tmp_path):
+    from text2sql.gguf_export import UnsupportedModel, convert_to_gguf
+
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "config.json").write_text(json.dumps(
+        {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    out = tmp_path / "out.gguf"
+    with pytest.raises(UnsupportedModel, match="GPT2LMHeadModel.*supported: Qwen2ForCausalLM"):
+        convert_to_gguf(tmp_path / "gpt2", out, name="x")
+    assert not out.exists()
+
+
+def test_pre_tokenizer_is_known_by_its_split_rule(tmp_path):
+    from text2sql.gguf_export import UnsupportedModel, pre_tokenizer_name
+
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps({"pre_tokenizer": {"type": "ByteLevel", "use_regex": True}}))
+    assert pre_tokenizer_name(path) == "gpt-2"
+    path.write_text(json.dumps({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": r"\d+"}}, {"type": "ByteLevel"}]}}))
+    with pytest.raises(UnsupportedModel, match="not one llama.cpp knows"):
+        pre_tokenizer_name(path)
+
+
+def test_modelfile_from_a_chatml_template(tiny_adapter):
+    from transformers import AutoTokenizer
+
+    from text2sql.modelfile import ollama_template, render_modelfile, role_blocks
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_adapter)
+    blocks = role_blocks(lambda m, g: tokenizer.apply_chat_template(
+        m, tokenize=False, add_generation_prompt=g))
+    assert blocks.user == ("<|im_start|>user\n", "<|im_end|>\n")
+    assert blocks.generation_prompt == "<|im_start|>assistant\n"
+    text = render_modelfile("model-q4_k_m.gguf", ollama_template(blocks),
+                            ["<|im_end|>", "<|endoftext|>"], "Answer in SQL.")
+    assert text.splitlines()[0] == "FROM ./model-q4_k_m.gguf"
+    assert '{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}' in text
+    assert 'PARAMETER stop "<|im_end|>"\nPARAMETER stop "<|endoftext|>"\n' in text
+    assert "PARAMETER temperature 0\n" in text and 'SYSTEM """Answer in SQL."""' in text
+
+
+def test_export_writes_every_format_and_the_card(exported, tiny_adapter):
+    from transformers import AutoModelForCausalLM
+
+    from text2sql.model_card import file_sha256
+    from text2sql.prompts import SYSTEM_PROMPT
+
+    out, metrics = exported
+    names = {p.name for p in out.iterdir()}
+    assert names == {"merged", "model-f16.gguf", "model-q8_0.gguf", "model-q4_k_m.gguf",
+                     "Modelfile", "README.md"}
+    assert not list(out.parent.glob("export-*"))  # the scratch folder is gone
+    AutoModelForCausalLM.from_pretrained(out / "merged")  # loadable without PEFT
+    sizes = [metrics[f"size_bytes_gguf-{t}"] for t in ("f16", "q8_0", "q4_k_m")]
+    assert sizes == sorted(sizes, reverse=True)
+    modelfile = (out / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./model-q4_k_m.gguf\n")
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile and SYSTEM_PROMPT in modelfile
+    card = (out / "README.md").read_text()
+    gguf = out / "model-q8_0.gguf"
+    assert f"| model-q8_0.gguf | {gguf.stat().st_size} | `{file_sha256(gguf)}` |" in card
+    assert "| gguf-q4_k_m |" in card and "merged/model.safetensors" in card
+
+
+def test_gguf_keeps_chat_template_eos_and_end_of_turn(exported, tiny_adapter):
+    from transformers import AutoTokenizer
+
+    from text2sql.gguf_export import read_gguf_info
+
+    out, _ = exported
+    tokenizer = AutoTokenizer.from_pretrained(tiny_adapter)
+    for name in ("model-f16.gguf", "model-q4_k_m.gguf"):
+        info = read_gguf_info(out / name)
+        assert info.architecture == "qwen2"
+        assert info.chat_template == tokenizer.chat_template
+        assert info.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+        assert info.tokens[info.eot_token_id] == "<|im_end|>"
+
+
+def test_llama_cpp_sees_the_same_prompt_tokens(exported, tiny_adapter, eval_rows):
+    """Same prompts: the GGUF's own template and tokenizer give transformers' token ids."""
+    from transformers import AutoTokenizer
+
+    from text2sql.llama_backend import load_gguf, render_prompt
+
+    out, _ = exported
+    tokenizer = AutoTokenizer.from_pretrained(tiny_adapter)
+    llm = load_gguf(out / "model-f16.gguf")
+    for row in eval_rows:
+        text = tokenizer.apply_chat_template(row["prompt"], tokenize=False,
+                                             add_generation_prompt=True)
+        assert render_prompt(llm, row["prompt"]) == text
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == \
+            tokenizer(text, add_special_tokens=False)["input_ids"]
+    llm.close()
+
+
+def test_fidelity_f16_follows_transformers(exported):
+    """The 1-epoch test adapter's logits are nearly flat, so f16 rounding flips a near-tie
+    now and then (7 of 8 answers equal, measured); the stage's 0.95 is measured on the
+    default-trained model in README (192 of 192 equal)."""
+    _, metrics = exported
+    assert metrics["n"] == N_QUESTIONS
+    assert metrics["same_sql_gguf-f16"] >= 0.75
+    for fmt in ("gguf-f16", "gguf-q8_0", "gguf-q4_k_m"):
+        drop = metrics["execution_accuracy_merged"] - metrics[f"execution_accuracy_{fmt}"]
+        assert drop <= 0.02
+
+
+def test_failed_fidelity_check_names_the_file():
+    from text2sql.export import Fidelity, check_thresholds
+
+    results = [Fidelity("merged", {}, execution_accuracy=0.9),
+               Fidelity("gguf-f16", {}, execution_accuracy=0.9, same_sql=0.5),
+               Fidelity("gguf-q4_k_m", {}, execution_accuracy=0.8, same_sql=0.7)]
+    with pytest.raises(DataError) as e:
+        check_thresholds(results, min_same_sql=0.95, max_ex_drop=0.02)
+    assert "gguf-f16 writes the merged model's SQL for 50.0%" in str(e.value)
+    assert "gguf-q4_k_m EX 0.8000 is 0.1000 below" in str(e.value)
+
+
+def test_llama_cpp_backend_predicts_and_votes(exported, eval_rows):
+    from text2sql.inference import predict
+
+    out, _ = exported
+    params = InferParams(backend="llama.cpp", max_new_tokens=MAX_NEW_TOKENS, num_samples=3,
+                         temperature=1.0, seed=1)
+    records, metrics = predict(eval_rows[:3], out / "model-q8_0.gguf", params, progress=False)
+    assert metrics["backend"] == "llama.cpp" and metrics["n"] == 3
+    for rec in records:
+        assert len(rec["candidates"]) == 3
+        assert all(c["logprob"] <= 0 for c in rec["candidates"])
+        assert rec["sql"] in [c["sql"] for c in rec["candidates"]]
+    again, _ = predict(eval_rows[:3], out / "model-q8_0.gguf", params, progress=False)
+    assert [r["candidates"] for r in again] == [r["candidates"] for r in records]  # seeded
+
+
+def test_predict_and_ask_take_a_gguf(exported, tmp_path, sample_dir, repo_root, capsys):
+    from text2sql.cli import main
+
+    out, _ = exported
+    db = str(sample_dir / "database/school/school.sqlite")
+    questions = tmp_path / "q.jsonl"
+    write_jsonl(questions, [{"id": "q1", "question": "How many students are there?"}])
+    code = main(["predict", str(questions), "--db", db, "-o", str(tmp_path / "p.jsonl"),
+                 "--backend", "llama.cpp", "--model", str(out / "model-q4_k_m.gguf"),
+                 "--max-new-tokens", "16", "--params", str(repo_root / "params.yaml")])
+    assert code == 0
+    [(_, pred)] = list(iter_jsonl(tmp_path / "p.jsonl"))
+    assert pred["id"] == "q1" and "sql" in pred
+    code = main(["ask", "--backend", "llama.cpp", "--model", str(out / "model-f16.gguf"),
+                 "--db", db, "--max-new-tokens", "16", "How many students are there?"])
+    assert code in (0, 1, 3)  # a toy model's SQL may fail or be refused; it was generated
+    assert "SQL (generated in" in capsys.readouterr().out
+    code = main(["ask", "--backend", "llama.cpp", "--db", db, "How many students?"])
+    assert code == 2 and "needs --model FILE.gguf" in capsys.readouterr().err
+
+
+def test_infer_stage_refuses_the_llama_cpp_backend(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("infer:\n  backend: llama.cpp\n")
+    run = subprocess.run([sys.executable, str(REPO / "stages" / "infer.py")],
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and "text2sql predict --backend llama.cpp" in run.stderr
