@@ -51,10 +51,13 @@ def check_rows(numbered: Iterable[tuple[int, dict[str, Any]]], source: str | Pat
 
 
 def predict(rows: Sequence[dict[str, Any]], adapter_dir: str | Path, params: InferParams, *,
-            progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, float | str | bool]]:
+            progress: bool = True
+            ) -> tuple[list[dict[str, Any]], dict[str, float | str | bool]] | None:
     """Load the adapter, predict every row; prediction records (input order) and metrics.
 
-    The metrics also say which base model, precision and 4-bit setting wrote them.
+    The metrics also say which base model, precision and 4-bit setting wrote them. In a
+    data-parallel run every process generates a share of the batches and process 0 gets
+    the result; the others get None.
     """
     from text2sql.generation import choose_base, load_for_inference
 
@@ -62,20 +65,25 @@ def predict(rows: Sequence[dict[str, Any]], adapter_dir: str | Path, params: Inf
     base = choose_base(adapter_dir, load_in_4bit=params.load_in_4bit)
     model, tokenizer = load_for_inference(adapter_dir, load_in_4bit=params.load_in_4bit)
     load_s = time.perf_counter() - t0
-    records, metrics = predict_with_model(model, tokenizer, rows, params, progress=progress)
+    predicted = predict_with_model(model, tokenizer, rows, params, progress=progress)
+    if predicted is None:
+        return None
+    records, metrics = predicted
     return records, {**base.metrics(), **metrics, "load_s": round(load_s, 2)}
 
 
 def predict_with_model(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]],
                        params: InferParams, *, progress: bool = True
-                       ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Generate, extract and (with N > 1) vote, with a model already loaded."""
-    from text2sql.generation import generate
+                       ) -> tuple[list[dict[str, Any]], dict[str, float]] | None:
+    """Generate, extract and (with N > 1) vote, with a model already loaded.
 
+    None in a data-parallel process other than process 0 (see :func:`generate_shared`).
+    """
     start = time.perf_counter()
-    gens = generate(model, tokenizer, [r["prompt"] for r in rows], batch_size=params.batch_size,
-                    max_new_tokens=params.max_new_tokens, num_samples=params.num_samples,
-                    temperature=params.temperature, seed=params.seed, progress=progress)
+    gens = generate_shared(model, tokenizer, [r["prompt"] for r in rows], params,
+                           progress=progress)
+    if gens is None:
+        return None
     generate_s = time.perf_counter() - start
     records = []
     for row, gen in zip(rows, gens, strict=True):
@@ -97,6 +105,39 @@ def predict_with_model(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]
         metrics.update(_vote_all(rows, gens, records, params, progress=progress))
     metrics["wall_s"] = round(time.perf_counter() - start, 2)
     return records, metrics
+
+
+def generate_shared(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict[str, str]]],
+                    params: InferParams, *, progress: bool = True) -> list[Any] | None:
+    """:func:`text2sql.generation.generate` for every prompt, shared out over the processes.
+
+    Process k of N runs batches k, k + N, ... of the one-process plan
+    (:func:`text2sql.generation.batch_plan`), so every batch, padding included, is the one
+    a single process runs: greedy answers are the same, bit for bit. Process 0 gathers
+    them in input order; the others get None. Sampling draws from each process's own
+    random stream (seeded with ``infer.seed``): reproducible for the same number of processes.
+    """
+    from text2sql.distributed import gather_to_main, rank_and_size
+    from text2sql.generation import batch_plan, generate, prompt_lengths, render_prompts
+
+    rank, size = rank_and_size()
+    settings = dict(batch_size=params.batch_size, max_new_tokens=params.max_new_tokens,
+                    num_samples=params.num_samples, temperature=params.temperature,
+                    seed=params.seed, progress=progress and rank == 0)
+    if size == 1:
+        return generate(model, tokenizer, prompts, **settings)
+    plan = batch_plan(prompt_lengths(tokenizer, render_prompts(tokenizer, prompts)),
+                      params.batch_size, params.num_samples)
+    mine = [i for k, batch in enumerate(plan) if k % size == rank for i in batch]
+    gens = generate(model, tokenizer, [prompts[i] for i in mine], **settings)
+    gathered = gather_to_main(list(zip(mine, gens, strict=True)))
+    if gathered is None:
+        return None
+    ordered: list[Any] = [None] * len(prompts)
+    for pairs in gathered:
+        for i, gen in pairs:
+            ordered[i] = gen
+    return ordered
 
 
 def _vote_all(rows: Sequence[dict[str, Any]], gens: Sequence[Any], records: list[dict[str, Any]],
