@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.pipeline_run import copy_source, env, run
+from tests.pipeline_run import base_run, copy_of_base_run, dvc, env, run
 from text2sql.distributed import process_problem
-from text2sql.io import DataError, write_jsonl
+from text2sql.io import DataError
 from text2sql.params import TrainParams, parse_section
-
-# 32 examples, 8 a step: 4 steps, each logged. 1 process accumulates 2 batches of 4 per step,
-# 2 processes take one batch of 4 each.
-TRAIN = {"epochs": 1.0, "logging_steps": 1, "batch_size": 4, "global_batch_size": 8,
-         "num_processes": 2}
-INFER = {"max_new_tokens": 16, "batch_size": 2, "num_processes": 2}
 
 
 def test_global_batch_size_sets_the_accumulation_for_any_process_count():
@@ -57,50 +51,22 @@ def test_process_counts_that_cannot_run_say_what_to_change():
     assert process_problem("train.num_processes", 1, **{**ok, "distributed": False}) is None
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory, prepared_rows) -> Path:
-    """A copy of the repository set for 2 processes, with prepared data (no prepare run)."""
-    repo = copy_source(tmp_path_factory.mktemp("distributed"), {"train": TRAIN, "infer": INFER})
-    write_jsonl(repo / "data/prepared/train.jsonl", prepared_rows["train"][:32])
-    write_jsonl(repo / "data/prepared/eval.jsonl", prepared_rows["eval"][:8])
-    return repo
+# The shared reduced pipeline run (tests/pipeline_run.py) trained 48 examples in one process,
+# 8 a step (6 steps, loss logged every 2) and predicted 8 questions: the one-process reference.
+TWO_PROCESSES = {"num_processes": 2, "batch_size": 4, "global_batch_size": 8}
 
 
-def _losses(live_dir: Path) -> list[tuple[int, float]]:
-    lines = (live_dir / "plots/metrics/loss.tsv").read_text().splitlines()
+def _losses(repo: Path) -> list[tuple[int, float]]:
+    lines = (repo / "metrics/train_live/plots/metrics/loss.tsv").read_text().splitlines()
     header = lines[0].split("\t")
     return [(int(r.split("\t")[header.index("step")]), float(r.split("\t")[header.index("loss")]))
             for r in lines[1:]]
 
 
-@pytest.fixture(scope="module")
-def one_process_curve(tmp_path_factory, prepared_rows, repo) -> list[tuple[int, float]]:
-    """The same training in this process: 1 process, the same global batch."""
-    from text2sql.params import load_params
-    from text2sql.training import train
-
-    params = load_params("train", repo / "params.yaml").model_copy(update={"num_processes": 1})
-    out = tmp_path_factory.mktemp("one-process")
-    metrics = train(params, prepared_rows["train"][:32], out / "adapter", live_dir=out / "live")
-    assert (metrics["gradient_accumulation_steps"], metrics["global_batch_size"]) == (2, 8)
-    return _losses(out / "live")
-
-
-def _check_two_process_run(repo: Path, stdout: str, curve: list[tuple[int, float]]) -> None:
-    """The loss curve of the 1-process run, and the outputs written once, by process 0."""
-    metrics = json.loads((repo / "metrics/train.json").read_text())
-    assert metrics["num_processes"] == 2 and metrics["global_batch_size"] == 8
-    assert metrics["gradient_accumulation_steps"] == 1 and metrics["steps"] == 4
-    losses = _losses(repo / "metrics/train_live")
-    assert [s for s, _ in losses] == [s for s, _ in curve] == [1, 2, 3, 4]
-    assert [v for _, v in losses] == pytest.approx([v for _, v in curve], abs=1e-3)
-    # Written once, by process 0: one report line, no other process's folder left behind.
-    assert stdout.count("-> models/adapter") == 1
-    assert (repo / "models/adapter/adapter_model.safetensors").is_file()
-    assert not [p for p in (repo / "models").iterdir() if p.name.startswith(".adapter")]
-    assert [p.name for p in (repo / "checkpoints/train").iterdir()] == ["fingerprint.json"]
-    provenance = json.loads((repo / "models/adapter/provenance.json").read_text())
-    assert provenance["cpu_numerics"]["threads"] == 1  # 2 processes share the 2 threads
+def _set_params(repo: Path, section: str, values: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def _free_port() -> int:
@@ -110,10 +76,13 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_on_two_simulated_machines_train_as_one(repo, one_process_curve):
-    """The README's command for several machines, on loopback: one torchrun per machine, one
-    process each. (``python stages/train.py`` starts torchrun itself: the same code as the
-    inference test below runs.)"""
+def test_two_processes_on_two_simulated_machines_train_as_one(tmp_path_factory):
+    """README's command for several machines, on loopback: one torchrun per machine, one
+    process each, 4 examples each a step. (``python stages/train.py`` starting torchrun itself
+    is the same code as the inference test's.)"""
+    base = base_run(tmp_path_factory)
+    repo = copy_of_base_run(tmp_path_factory, "two-machines")
+    _set_params(repo, "train", TWO_PROCESSES)
     port = _free_port()
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
                                f"--node-rank={rank}", "--nproc-per-node=1",
@@ -125,39 +94,41 @@ def test_two_processes_on_two_simulated_machines_train_as_one(repo, one_process_
     outputs = [node.communicate(timeout=600) for node in nodes]
     for node, (out, err) in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, f"{out[-3000:]}\n{err[-5000:]}"
-    assert "-> models/adapter" not in outputs[1][0]  # node 1 writes nothing
-    _check_two_process_run(repo, outputs[0][0] + outputs[1][0], one_process_curve)
+    metrics = json.loads((repo / "metrics/train.json").read_text())
+    assert (metrics["num_processes"], metrics["global_batch_size"]) == (2, 8)
+    assert (metrics["gradient_accumulation_steps"], metrics["steps"]) == (1, 6)
+    losses, reference = _losses(repo), _losses(base)
+    assert [s for s, _ in losses] == [s for s, _ in reference] == [2, 4, 6]
+    assert [v for _, v in losses] == pytest.approx([v for _, v in reference], abs=1e-3)
+    # Written once, by process 0 (machine 0); no other process's folder left behind.
+    assert "-> models/adapter" in outputs[0][0] and "-> models/adapter" not in outputs[1][0]
+    assert not [p for p in (repo / "models").iterdir() if p.name.startswith(".adapter")]
+    assert [p.name for p in (repo / "checkpoints/train").iterdir()] == ["fingerprint.json"]
+    provenance = json.loads((repo / "models/adapter/provenance.json").read_text())
+    assert provenance["cpu_numerics"]["threads"] == 1  # 2 processes share the 2 threads
 
 
 @pytest.mark.slow
-def test_two_processes_infer_byte_identical_predictions(repo, request):
-    if not (repo / "models/adapter/adapter_config.json").is_file():  # run alone
-        shutil.copytree(request.getfixturevalue("tiny_adapter"), repo / "models/adapter")
-    predictions = repo / "data/predictions/eval.jsonl"
-    run([sys.executable, "stages/infer.py"], repo, timeout=600)
-    two = predictions.read_bytes()
-    params = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(params.replace("num_processes: 2", "num_processes: 1"))
-    try:
-        run([sys.executable, "stages/infer.py"], repo, timeout=600)
-    finally:
-        (repo / "params.yaml").write_text(params)
-    assert predictions.read_bytes() == two
-    assert len(two.splitlines()) == 8
+def test_two_processes_infer_byte_identical_predictions(tmp_path_factory):
+    """`dvc exp run -S infer.num_processes=2`: the same predictions file, byte for byte, so
+    DVC does not even rerun the evaluation."""
+    base = base_run(tmp_path_factory)
+    repo = copy_of_base_run(tmp_path_factory, "two-process-infer")
+    out = dvc("exp", "run", "-S", "infer.num_processes=2", cwd=repo).stdout
+    predictions = "data/predictions/eval.jsonl"
+    assert (repo / predictions).read_bytes() == (base / predictions).read_bytes()
+    assert "Stage 'evaluate' didn't change, skipping" in out
+    assert "Running stage 'infer'" in out
 
 
 @pytest.mark.cuda
-def test_more_processes_than_gpus_is_an_error_before_any_work(repo):
+def test_more_processes_than_gpus_is_an_error_before_any_work(tmp_path_factory):
     import torch
 
+    repo = copy_of_base_run(tmp_path_factory, "too-many-processes")
     gpus = torch.cuda.device_count()
-    params = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(params.replace("num_processes: 2",
-                                                     f"num_processes: {gpus + 1}"))
-    try:
-        proc = run([sys.executable, "stages/train.py"], repo, check=False, timeout=300)
-    finally:
-        (repo / "params.yaml").write_text(params)
+    _set_params(repo, "train", {"num_processes": gpus + 1})
+    proc = run([sys.executable, "stages/train.py"], repo, check=False, timeout=300)
     assert proc.returncode != 0
     assert f"set train.num_processes to {gpus} or fewer" in proc.stderr
     assert "torch.distributed.run" not in proc.stderr  # stopped before launching anything

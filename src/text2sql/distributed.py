@@ -99,7 +99,28 @@ def start_processes(key: str, requested: int) -> None:
         command = torchrun_command(requested, sys.argv)
         os.execv(command[0], command)
     if launched_world_size() is not None:
+        stop_with_launcher()
         init_process_group()
+
+
+def stop_with_launcher(interval_s: float = 1.0) -> None:
+    """End this process when the launcher that started it dies.
+
+    torchrun starts each process in a session of its own and forwards SIGTERM and SIGINT,
+    but a launcher killed outright (SIGKILL, the OOM killer) leaves its processes training
+    on, and process 0 would then write the outputs under a run started again to resume.
+    """
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stop-with-launcher", daemon=True).start()
 
 
 def init_process_group() -> None:
@@ -109,6 +130,12 @@ def init_process_group() -> None:
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    else:
+        # Resuming, transformers' Trainer loads the optimizer state onto ``args.device``, under
+        # DDP on the CPU an indexed ``cpu:<n>``, which torch.load's own CPU rule refuses.
+        torch.serialization.register_package(
+            99, lambda storage: None,
+            lambda storage, location: storage if location.startswith("cpu:") else None)
     torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
