@@ -5,6 +5,7 @@
     dvc exp run -S infer.num_samples=5     # self-consistency: sample 5, vote by execution result
     dvc exp run -S infer.load_in_4bit=true # evaluate the base in 4-bit on purpose (CUDA)
     dvc exp run -S infer.history=predicted # conversations: earlier turns show the model's own SQL
+    dvc exp run -S infer.num_processes=4   # questions split across 4 processes (torchrun, 4 GPUs)
     python stages/infer.py                 # the same, outside DVC
 
 Reads the ``infer:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
@@ -35,15 +36,25 @@ def main(params: InferParams) -> None:
                         f"({ADAPTER_DIR}) through transformers; the export stage measures each "
                         "GGUF file's EX (models/export/README.md), and `text2sql predict "
                         "--backend llama.cpp --model FILE.gguf` runs one on any questions")
+    if params.history == "predicted" and params.num_processes > 1:
+        raise DataError("infer.history=predicted answers a conversation's turns in order, in "
+                        "one process: set infer.num_processes=1, or infer.history=gold")
     from text2sql.quiet import quiet_known_warnings
     from text2sql.reproducibility import pin_cpu_numerics
 
     quiet_known_warnings()
+    # Every process keeps the one-process thread count: the same kernels, the same answers.
     pin_cpu_numerics()  # before anything imports torch
+    from text2sql.distributed import start_processes
+
+    start_processes("infer.num_processes", params.num_processes)
     from text2sql.inference import check_rows, predict
 
     rows = check_rows(iter_jsonl(EVAL_FILE), EVAL_FILE, need_db=params.num_samples > 1)
-    predictions, metrics = predict(rows, ADAPTER_DIR, params)
+    predicted = predict(rows, ADAPTER_DIR, params)
+    if predicted is None:  # a process other than process 0 of a data-parallel run
+        return
+    predictions, metrics = predicted
     write_jsonl(OUT_FILE, (without_runtime(p) for p in predictions))
     write_metrics(METRICS, metrics)
     print(f"infer: {metrics['n']} predictions, {metrics['sequences_per_s']} sequences/s, "

@@ -2,6 +2,7 @@
 
     dvc repro train
     dvc exp run -S train.epochs=3
+    dvc exp run -S train.num_processes=4   # 4 GPUs (DDP under torchrun, started for you)
     text2sql preset qwen2.5-coder-1.5b && dvc exp run   # a real model (QLoRA, CUDA)
     python stages/train.py              # the same, outside DVC
 
@@ -11,7 +12,9 @@ built-in model, ``merged/`` with ``train.save_merged``), ``metrics/train.json`` 
 run's time, throughput and memory in ``metrics/runtime/train.json``, not tracked), and the
 loss curve under ``metrics/train_live/``. Checkpoints go to ``checkpoints/train/``: a
 killed run, started again with the same params and data, resumes from the last one.
-When ``SM_MODEL_DIR`` is set (SageMaker), the adapter is copied there too.
+When ``SM_MODEL_DIR`` is set (SageMaker), the adapter is copied there too. With
+``train.num_processes`` N > 1 the script runs itself under torchrun (N processes, DDP);
+process 0 alone writes these files.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from text2sql.io import DataError, atomic_path, iter_jsonl, write_metrics
+from text2sql.io import DataError, iter_jsonl, write_metrics
 from text2sql.params import TrainParams, load_params
 
 TRAIN_FILE = Path("data/prepared/train.jsonl")
@@ -33,10 +36,13 @@ METRICS = Path("metrics/train.json")
 
 def main(params: TrainParams) -> None:
     from text2sql.quiet import quiet_known_warnings
-    from text2sql.reproducibility import pin_cpu_numerics
+    from text2sql.reproducibility import pin_cpu_numerics, threads_per_process
 
     quiet_known_warnings()
-    pin_cpu_numerics()  # before anything imports torch
+    pin_cpu_numerics(threads_per_process(params.num_processes))  # before anything imports torch
+    from text2sql.distributed import is_main_process, output_folder, start_processes
+
+    start_processes("train.num_processes", params.num_processes)
     from text2sql.model_card import write_model_card
     from text2sql.provenance import PROVENANCE_FILE, write_provenance
     from text2sql.training import train
@@ -44,8 +50,10 @@ def main(params: TrainParams) -> None:
     rows = [row for _, row in iter_jsonl(TRAIN_FILE)]
     if not rows:
         raise DataError(f"{TRAIN_FILE}: no examples; run the prepare stage first")
-    with atomic_path(OUT_DIR, is_dir=True) as tmp:
+    with output_folder(OUT_DIR) as tmp:
         metrics = train(params, rows, tmp, checkpoint_dir=CHECKPOINT_DIR, live_dir=LIVE_DIR)
+        if not is_main_process():
+            return
         write_model_card(tmp, params, TRAIN_FILE, metrics)
         write_provenance(tmp / PROVENANCE_FILE, [TRAIN_FILE], params=params.model_dump(),
                          scripts={"stages/train.py": __file__},
@@ -57,6 +65,7 @@ def main(params: TrainParams) -> None:
     if os.environ.get("SM_MODEL_DIR"):
         shutil.copytree(OUT_DIR, os.environ["SM_MODEL_DIR"], dirs_exist_ok=True)
     print(f"train: {metrics['backend']} on {metrics['device']} in {metrics['precision']}, "
+          f"{metrics['num_processes']} process(es), global batch {metrics['global_batch_size']}, "
           f"{metrics['steps']} steps, final "
           f"loss {metrics['final_loss']}, {metrics['wall_s']} s -> {OUT_DIR}")
 

@@ -50,6 +50,6 @@ def test_training_and_inference_stages_pin_first(repo_root):
     for stage in ("train", "infer"):
         source = (repo_root / "stages" / f"{stage}.py").read_text()
         body = source.split("def main(", 1)[1]
-        first_call = body.index("pin_cpu_numerics()")
+        first_call = body.index("pin_cpu_numerics(")
         heavy = [body.find(f"from text2sql.{m} import") for m in ("training", "inference")]
         assert all(pos == -1 or pos > first_call for pos in heavy), stage

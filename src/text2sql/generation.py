@@ -276,18 +276,13 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict[str, st
     prepare_tokenizer(tokenizer)
     score = num_samples > 1 if score is None else score
     texts = render_prompts(tokenizer, prompts)
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] \
-        if texts else []
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    per_batch = max(1, batch_size // num_samples)
     results: list[Generation | None] = [None] * len(texts)
     stops = stop_token_ids(tokenizer)
     config = decoding_config(tokenizer, max_new_tokens=max_new_tokens, num_samples=num_samples,
                              temperature=temperature)
     torch.manual_seed(seed)
     bar = tqdm(total=len(texts), desc="generate", unit="question", disable=not progress)
-    for start in range(0, len(order), per_batch):
-        idx = order[start:start + per_batch]
+    for idx in batch_plan(prompt_lengths(tokenizer, texts), batch_size, num_samples):
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(model.device)
         recorder = _logprob_recorder(stops) if score else None
@@ -310,6 +305,24 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict[str, st
         bar.update(len(idx))
     bar.close()
     return [r for r in results if r is not None]
+
+
+def prompt_lengths(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """Tokens in each rendered prompt (:func:`render_prompts`)."""
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]] \
+        if texts else []
+
+
+def batch_plan(lengths: Sequence[int], batch_size: int, num_samples: int = 1) -> list[list[int]]:
+    """The prompts of each batch :func:`generate` runs, by index: sorted by length (ties in
+    input order), ``batch_size // num_samples`` prompts a batch (at least one).
+
+    Handing a process whole batches of this plan, in plan order, makes it run exactly
+    these batches, padding included, so its answers are the ones one process gives.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    per_batch = max(1, batch_size // num_samples)
+    return [order[start:start + per_batch] for start in range(0, len(order), per_batch)]
 
 
 def _logprob_recorder(stops: Sequence[int]) -> Any:

@@ -57,26 +57,33 @@ def check_rows(numbered: Iterable[tuple[int, dict[str, Any]]], source: str | Pat
 
 
 def predict(rows: Sequence[dict[str, Any]], model_path: str | Path, params: InferParams, *,
-            progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, float | str | bool]]:
+            progress: bool = True
+            ) -> tuple[list[dict[str, Any]], dict[str, float | str | bool]] | None:
     """Load the model, predict every row; prediction records (input order) and metrics.
 
     ``model_path`` is the adapter folder (``infer.backend`` hf) or a GGUF file
     (llama.cpp). The metrics also say which model, precision and 4-bit setting wrote them.
+    In a data-parallel run every process generates a share of the batches and process 0
+    gets the result; the others get None.
     """
     t0 = time.perf_counter()
     generator, loaded = load_generator(model_path, params)
     load_s = time.perf_counter() - t0
-    records, metrics = predict_with_generator(generator, rows, params, progress=progress)
+    predicted = predict_with_generator(generator, rows, params, progress=progress)
+    if predicted is None:
+        return None
+    records, metrics = predicted
     return records, {**loaded, **metrics, "load_s": round(load_s, 2)}
 
 
 def load_generator(model_path: str | Path, params: InferParams
-                   ) -> tuple[Callable[..., list[Any]], dict[str, str | bool]]:
+                   ) -> tuple[Callable[..., list[Any] | None], dict[str, str | bool]]:
     """``generate(prompts, **settings)`` for ``infer.backend``, and what it loaded.
 
-    hf: the adapter on its base through transformers (:mod:`text2sql.generation`);
-    llama.cpp: a GGUF file (:mod:`text2sql.llama_backend`), which runs one sequence at
-    a time (``batch_size`` does not apply).
+    hf: the adapter on its base through transformers (:mod:`text2sql.generation`), shared
+    out over the processes of a data-parallel run (:func:`generate_shared`); llama.cpp: a
+    GGUF file (:mod:`text2sql.llama_backend`), which runs one sequence at a time
+    (``batch_size`` does not apply).
     """
     if params.backend == "llama.cpp":
         from text2sql.llama_backend import generate_gguf, load_gguf
@@ -90,27 +97,30 @@ def load_generator(model_path: str | Path, params: InferParams
             return generate_gguf(llm, prompts, **settings)
 
         return run_gguf, {"base_model": str(model_path), "backend": "llama.cpp"}
-    from text2sql.generation import choose_base, generate, load_for_inference
+    from text2sql.generation import choose_base, load_for_inference
 
     base = choose_base(model_path, load_in_4bit=params.load_in_4bit)
     model, tokenizer = load_for_inference(model_path, load_in_4bit=params.load_in_4bit)
-    return partial(generate, model, tokenizer), base.metrics()
+    return partial(generate_shared, model, tokenizer), base.metrics()
 
 
 def predict_with_model(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]],
                        params: InferParams, *, progress: bool = True
-                       ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Generate, extract and (with N > 1) vote, with a transformers model already loaded."""
-    from text2sql.generation import generate
+                       ) -> tuple[list[dict[str, Any]], dict[str, float]] | None:
+    """Generate, extract and (with N > 1) vote, with a transformers model already loaded.
 
-    return predict_with_generator(partial(generate, model, tokenizer), rows, params,
+    None in a data-parallel process other than process 0 (see :func:`generate_shared`).
+    """
+    return predict_with_generator(partial(generate_shared, model, tokenizer), rows, params,
                                   progress=progress)
 
 
-def predict_with_generator(generator: Callable[..., list[Any]], rows: Sequence[dict[str, Any]],
-                           params: InferParams, *, progress: bool = True
-                           ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Generate with ``generator`` (see :func:`load_generator`), extract and (N > 1) vote."""
+def predict_with_generator(generator: Callable[..., list[Any] | None],
+                           rows: Sequence[dict[str, Any]], params: InferParams, *,
+                           progress: bool = True
+                           ) -> tuple[list[dict[str, Any]], dict[str, float]] | None:
+    """Generate with ``generator`` (see :func:`load_generator`), extract and (N > 1) vote;
+    None in a data-parallel process other than process 0."""
     start = time.perf_counter()
     multi_turn = any("turn" in r for r in rows)
     history_mode = getattr(params, "history", "gold")
@@ -123,6 +133,8 @@ def predict_with_generator(generator: Callable[..., list[Any]], rows: Sequence[d
         gens = generator([r["prompt"] for r in rows], batch_size=params.batch_size,
                          max_new_tokens=params.max_new_tokens, num_samples=params.num_samples,
                          temperature=params.temperature, seed=params.seed, progress=progress)
+    if gens is None:
+        return None
     generate_s = time.perf_counter() - start
     records = []
     for row, gen, history_sql in zip(rows, gens, used, strict=True):
@@ -181,9 +193,14 @@ def _generate_turn_by_turn(generator: Callable[..., list[Any]], rows: Sequence[d
                            ) -> tuple[list[Any], list[list[str] | None], int]:
     """Generate turn 0 of every conversation, then turn 1 with those answers, and so on;
     also the SQL each prompt showed, and how many prompts kept some gold SQL."""
+    from text2sql.distributed import rank_and_size
+
     if params.num_samples > 1:
         raise DataError("infer.history=predicted with infer.num_samples > 1 is not supported: "
                         "set infer.num_samples=1, or infer.history=gold")
+    if rank_and_size()[1] > 1:
+        raise DataError("infer.history=predicted answers the turns in order, in one process: "
+                        "set infer.num_processes=1, or infer.history=gold")
     gens: list[Any] = [None] * len(rows)
     used: list[list[str] | None] = [None] * len(rows)
     predicted: dict[tuple[str, int], str] = {}
@@ -206,6 +223,40 @@ def _generate_turn_by_turn(generator: Callable[..., list[Any]], rows: Sequence[d
             if "turn" in rows[i]:
                 predicted[(str(rows[i]["conversation"]), turn)] = extract_sql(gen.texts[0])
     return gens, used, with_gold
+
+
+def generate_shared(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict[str, str]]], *,
+                    batch_size: int, max_new_tokens: int, num_samples: int, temperature: float,
+                    seed: int, progress: bool = True) -> list[Any] | None:
+    """:func:`text2sql.generation.generate` for every prompt, shared out over the processes.
+
+    Process k of N runs batches k, k + N, ... of the one-process plan
+    (:func:`text2sql.generation.batch_plan`), so every batch, padding included, is the one
+    a single process runs: greedy answers are the same, bit for bit. Process 0 gathers
+    them in input order; the others get None. Sampling draws from each process's own
+    random stream (seeded with ``seed``): reproducible for the same number of processes.
+    """
+    from text2sql.distributed import gather_to_main, rank_and_size
+    from text2sql.generation import batch_plan, generate, prompt_lengths, render_prompts
+
+    rank, size = rank_and_size()
+    settings = dict(batch_size=batch_size, max_new_tokens=max_new_tokens,
+                    num_samples=num_samples, temperature=temperature, seed=seed,
+                    progress=progress and rank == 0)
+    if size == 1:
+        return generate(model, tokenizer, prompts, **settings)
+    plan = batch_plan(prompt_lengths(tokenizer, render_prompts(tokenizer, prompts)),
+                      batch_size, num_samples)
+    mine = [i for k, batch in enumerate(plan) if k % size == rank for i in batch]
+    gens = generate(model, tokenizer, [prompts[i] for i in mine], **settings)
+    gathered = gather_to_main(list(zip(mine, gens, strict=True)))
+    if gathered is None:
+        return None
+    ordered: list[Any] = [None] * len(prompts)
+    for pairs in gathered:
+        for i, gen in pairs:
+            ordered[i] = gen
+    return ordered
 
 
 def _vote_all(rows: Sequence[dict[str, Any]], gens: Sequence[Any], records: list[dict[str, Any]],

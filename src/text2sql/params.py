@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from text2sql.io import DataError
 
@@ -98,6 +98,31 @@ class TrainParams(Section):
     logging_steps: int = Field(10, ge=1)
     checkpoint_steps: int = Field(100, ge=1)
     save_merged: bool = False
+    num_processes: int = Field(1, ge=1)  # data-parallel processes (one per GPU) under torchrun
+    global_batch_size: int | None = Field(None, ge=1)  # None: batch_size x processes x accumulation
+
+    @model_validator(mode="after")
+    def _global_batch_divides(self) -> TrainParams:
+        per_step = self.batch_size * self.num_processes
+        if self.global_batch_size is not None and self.global_batch_size % per_step:
+            raise ValueError(
+                f"train.global_batch_size={self.global_batch_size} is not a multiple of "
+                f"train.batch_size x train.num_processes = {self.batch_size} x "
+                f"{self.num_processes} = {per_step}; set it to a multiple of {per_step}, or "
+                "leave it empty to use train.gradient_accumulation_steps")
+        return self
+
+    @property
+    def accumulation_steps(self) -> int:
+        """Gradient accumulation in force: derived from ``global_batch_size`` when it is set."""
+        if self.global_batch_size is None:
+            return self.gradient_accumulation_steps
+        return self.global_batch_size // (self.batch_size * self.num_processes)
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Examples per optimizer step: per device x processes x accumulation."""
+        return self.batch_size * self.num_processes * self.accumulation_steps
 
 
 class InferParams(Section):
@@ -113,6 +138,7 @@ class InferParams(Section):
     # Earlier turns of a conversation in the prompt: as in the data (gold), or the model's own SQL
     history: Literal["gold", "predicted"] = "gold"
     backend: Literal["hf", "llama.cpp"] = "hf"  # llama.cpp: a GGUF file (predict/ask --model)
+    num_processes: int = Field(1, ge=1)  # questions split across processes under torchrun
 
 
 ExportFormat = Literal["merged", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m"]
@@ -156,7 +182,9 @@ def parse_section(cls: type[S], data: object, name: str, source: str = "params.y
         problems = []
         for err in e.errors():
             key = ".".join([name, *(str(p) for p in err["loc"])])
-            if err["type"] == "extra_forbidden":
+            if not err["loc"]:  # a check across keys: its message names them
+                problems.append(err["msg"].removeprefix("Value error, "))
+            elif err["type"] == "extra_forbidden":
                 known = ", ".join(_known_keys(cls, err["loc"][:-1]))
                 problems.append(f"unknown key {key!r} (known keys here: {known})")
             else:

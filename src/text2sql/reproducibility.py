@@ -37,23 +37,36 @@ PINNED_ENV = {
 }
 
 
-def pin_cpu_numerics() -> dict[str, Any]:
+def threads_per_process(processes: int) -> int:
+    """torch's CPU threads in each of ``processes`` data-parallel processes on one machine.
+
+    One process keeps :data:`CPU_THREADS`; N processes share them (at least one thread
+    each), so N processes on a small machine do not oversubscribe its cores. A function of
+    N alone, never of the machine, so the same params give the same numerics everywhere.
+    """
+    return max(1, CPU_THREADS // processes)
+
+
+def pin_cpu_numerics(threads: int = CPU_THREADS) -> dict[str, Any]:
     """Pin the CPU kernels' choices (see the module docstring); returns what is in force.
 
     Call it first thing in a stage, before anything imports torch. Called later, the
     environment variables come too late for this process; the record says so
-    (``aten_capability`` is then the machine's own, not ``AVX2``).
+    (``aten_capability`` is then the machine's own, not ``AVX2``). ``threads``: see
+    :func:`threads_per_process`.
     """
     if platform.machine().lower() in ("x86_64", "amd64"):
         late = "torch" in sys.modules
         for key, value in PINNED_ENV.items():
             os.environ[key] = value
+        for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[key] = str(threads)
         if late:
             print("reproducibility: torch was imported before the CPU numerics were pinned; "
                   "this process may not reproduce the committed results", file=sys.stderr)
     import torch
 
-    torch.set_num_threads(CPU_THREADS)
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     return cpu_numerics()
 

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from text2sql.answer_masking import tokenize_rows
-from text2sql.batching import CountingCollator, make_collator, resolve_batching
+from text2sql.batching import CountingCollator, TokenCount, make_collator, resolve_batching
 from text2sql.checkpoints import checkpoint_step, prepare_checkpoints, remove_checkpoints
+from text2sql.distributed import (broadcast_from_main, folder_from_main, rank_and_size,
+                                  sum_over_processes)
 from text2sql.io import DataError
 from text2sql.lora_model import (PER_EXAMPLE_SDPA, UNSLOTH_TEMPORARY_DIR, has_cuda, load_lora_model,
                                  load_tokenizer, resolve_backend, trainer_precision_flags,
@@ -39,8 +41,18 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
     ``live_dir``, the training curve is logged there with DVCLive. ``callbacks`` are
     transformers ``TrainerCallback`` objects (the benches time steps with one). Returns
     flat metrics for ``metrics/train.json``.
+
+    In a data-parallel run (``train.num_processes`` > 1, under torchrun) every process
+    calls it; process 0 alone writes the adapter, the curve and the checkpoints' bookkeeping,
+    the others train on their share of each batch.
     """
     start = time.perf_counter()
+    rank, processes = rank_and_size()
+    if processes != params.num_processes:
+        raise DataError(f"train.num_processes={params.num_processes}, but {processes} process"
+                        f"{'es run' if processes > 1 else ' runs'} this training; run it with "
+                        "`python stages/train.py`, which starts torchrun for you")
+    main = rank == 0
     backend = resolve_backend(params.backend)
     from datasets import Dataset
     from transformers import set_seed
@@ -49,8 +61,10 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
     model_path = params.model_name
     if is_builtin(params.model_name):
         check_builtin_name(params.model_name)
-        model_path = str(build_tiny_model(training_texts(rows), out_dir / BASE_MODEL_DIR,
-                                          seed=params.seed, **params.builtin.model_dump()))
+        if main:
+            build_tiny_model(training_texts(rows), out_dir / BASE_MODEL_DIR, seed=params.seed,
+                             **params.builtin.model_dump())
+        model_path = str(folder_from_main(out_dir / BASE_MODEL_DIR))
     tokenizer = load_tokenizer(model_path)
     tokenizer.padding_side = "right"  # position ids count from the first token
     examples, dropped = tokenize_rows(tokenizer, rows, params.max_seq_length)
@@ -59,31 +73,38 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
     model = loaded.model
     dataset = Dataset.from_dict({"input_ids": [e.input_ids for e in examples],
                                  "labels": [e.labels for e in examples]})
-    resume_from = (prepare_checkpoints(checkpoint_dir, params, rows)
-                   if checkpoint_dir is not None else None)
+    resume_from = None
+    if checkpoint_dir is not None:
+        resume_from = broadcast_from_main(
+            prepare_checkpoints(checkpoint_dir, params, rows) if main else None)
+        if resume_from is not None and not resume_from.is_dir():
+            raise DataError(f"{resume_from}: process 0 resumes from this checkpoint, which process "
+                            f"{rank} cannot see; put {checkpoint_dir} on a filesystem every "
+                            "machine shares to resume a run on several machines")
     resume_step = checkpoint_step(resume_from) if resume_from else None
     batching = choose_batching(params, backend)
     trainer = build_trainer(params, backend, batching, model, tokenizer, dataset,
                             output_dir=checkpoint_dir or out_dir / ".trainer",
                             save_checkpoints=checkpoint_dir is not None,
                             callbacks=[*callbacks, *([live_callback(live_dir, resume_step)]
-                                                     if live_dir else [])])
+                                                     if live_dir and main else [])])
     check_mixed_precision(trainer, loaded.precision)
     counter = CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    make_adapter_config_portable(out_dir / "adapter_config.json", params.model_name)
-    if params.save_merged:
-        save_merged(model, tokenizer, out_dir / MERGED_DIR)
-    if checkpoint_dir is not None:
-        remove_checkpoints(checkpoint_dir)
+    tokens = TokenCount(*sum_over_processes([counter.count.processed, counter.count.real]))
+    if main:
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        make_adapter_config_portable(out_dir / "adapter_config.json", params.model_name)
+        if params.save_merged:
+            save_merged(model, tokenizer, out_dir / MERGED_DIR)
+        if checkpoint_dir is not None:
+            remove_checkpoints(checkpoint_dir)
     wall = time.perf_counter() - start
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     runtime = result.metrics["train_runtime"]
-    tokens = counter.count
     return {
         "backend": backend,
         "trainer": type(trainer).__name__,
@@ -98,6 +119,9 @@ def train(params: TrainParams, rows: Sequence[dict[str, Any]], out_dir: Path,
         "longest_example_tokens": longest,
         "train_tokens": round(sum(len(e.input_ids) for e in examples) * params.epochs),
         "steps": trainer.state.global_step,
+        "num_processes": processes,
+        "gradient_accumulation_steps": params.accumulation_steps,
+        "global_batch_size": params.effective_batch_size,
         "resumed_from_step": resume_step or 0,
         "padding_share": round(tokens.padding_share, 4),
         "tokens_per_s": round(tokens.processed / runtime, 1) if runtime else 0.0,
@@ -137,7 +161,7 @@ def build_trainer(params: TrainParams, backend: str, batching: str, model: Any, 
         num_train_epochs=params.epochs,
         learning_rate=params.learning_rate,
         per_device_train_batch_size=params.batch_size,
-        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        gradient_accumulation_steps=params.accumulation_steps,
         warmup_steps=params.warmup_ratio,  # a float below 1 is a ratio of all steps
         lr_scheduler_type=params.lr_scheduler,
         weight_decay=params.weight_decay,
