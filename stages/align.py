@@ -30,6 +30,15 @@ CURVES_DIR = LIVE_DIR / "plots" / "metrics"
 METRICS = Path("metrics/align.json")
 
 
+def keep_curves_declared() -> None:
+    """Give the curves folder (a DVC output, tracked in git) a file when nothing was logged
+    (method none, or fewer steps than align.logging_steps): an empty curve, not a missing
+    folder that git cannot hold and ``dvc plots show`` reports as an error."""
+    CURVES_DIR.mkdir(parents=True, exist_ok=True)
+    if not any(CURVES_DIR.glob("*.tsv")):
+        (CURVES_DIR / "loss.tsv").write_text("step\tloss\n")
+
+
 def main(params: AlignParams) -> None:
     from text2sql.alignment import pass_through
 
@@ -39,7 +48,7 @@ def main(params: AlignParams) -> None:
     if params.method == "none":
         with atomic_path(OUT_DIR, is_dir=True) as tmp:
             pass_through(ADAPTER_DIR, tmp)
-        CURVES_DIR.mkdir(parents=True, exist_ok=True)  # declared in dvc.yaml: no curve to draw
+        keep_curves_declared()
         write_metrics(METRICS, {"method": "none"})
         print(f"align: method none, {ADAPTER_DIR} -> {OUT_DIR} unchanged")
         return
@@ -60,7 +69,7 @@ def main(params: AlignParams) -> None:
         write_provenance(tmp / PROVENANCE_FILE, [TRAIN_FILE, ADAPTER_DIR],
                          params=params.model_dump(), scripts={"stages/align.py": __file__},
                          model={"sft_adapter": str(ADAPTER_DIR), "method": params.method})
-    CURVES_DIR.mkdir(parents=True, exist_ok=True)
+    keep_curves_declared()
     write_metrics(METRICS, metrics)
     print(f"align: {params.method}, {metrics['steps']} steps, final loss {metrics['final_loss']}, "
           f"{metrics['wall_s']} s -> {OUT_DIR}")

@@ -175,7 +175,7 @@ def test_method_none_passes_the_adapter_through(tiny_adapter, repo_root, tmp_pat
         shallow=False)
     assert not mismatch and not errors and match
     assert json.loads(Path("metrics/align.json").read_text()) == {"method": "none"}
-    assert Path("metrics/align_live/plots/metrics").is_dir()
+    assert Path("metrics/align_live/plots/metrics/loss.tsv").read_text() == "step\tloss\n"
 
 
 def test_align_needs_the_sft_adapter(repo_root, tmp_path, monkeypatch):
