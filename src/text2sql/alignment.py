@@ -188,7 +188,8 @@ def train_dpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir: 
     return {"method": "dpo", **stats.metrics(),
             "candidates_executed": reward.executed,
             "steps": trainer.state.global_step,
-            "final_loss": _last(history, "loss"),
+            # the last logged loss; the run's mean when it ended before logging_steps
+            "final_loss": _last(history, "loss") or round(float(result.training_loss), 4),
             "train_loss": round(float(result.training_loss), 4),
             "reward_accuracy": _last(history, "rewards/accuracies"),
             "reward_margin": _last(history, "rewards/margins"),
@@ -260,7 +261,8 @@ def train_grpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir:
             "questions": len(rows),
             "candidates_executed": reward.executed,
             "steps": trainer.state.global_step,
-            "final_loss": _last(history, "loss"),
+            # the last logged loss; the run's mean when it ended before logging_steps
+            "final_loss": _last(history, "loss") or round(float(result.training_loss), 4),
             "train_loss": round(float(result.training_loss), 4),
             "final_reward": _last(history, "reward"),
             "final_execution_match": _last(history, "rewards/execution_match/mean"),
