@@ -5,7 +5,7 @@
     ollama create text2sql -f models/export/Modelfile            # then, on a machine with Ollama
     python stages/export.py                                      # the same, outside DVC
 
-Reads the ``export:`` and ``infer:`` sections of params.yaml, ``models/adapter/`` and
+Reads the ``export:`` and ``infer:`` sections of params.yaml, ``models/aligned/`` and
 ``data/prepared/eval.jsonl``. Writes ``models/export/``: ``merged/`` (base + adapter,
 loadable with ``AutoModelForCausalLM``), ``model-<type>.gguf`` files, ``Modelfile`` (FROM
 the smallest GGUF) and ``README.md`` (each file's size and sha256, each format's EX), plus
@@ -21,7 +21,7 @@ from pathlib import Path
 from text2sql.io import DataError, atomic_path, iter_jsonl, write_metrics
 from text2sql.params import ExportParams, InferParams, load_params
 
-ADAPTER_DIR = Path("models/adapter")  # the model to export (the lead repoints it to models/aligned)
+ADAPTER_DIR = Path("models/aligned")  # the model infer evaluates: the align stage's output
 EVAL_FILE = Path("data/prepared/eval.jsonl")
 OUT_DIR = Path("models/export")
 METRICS = Path("metrics/export.json")

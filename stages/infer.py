@@ -9,8 +9,8 @@
     python stages/infer.py                 # the same, outside DVC
 
 Reads the ``infer:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
-``models/adapter/``. Writes ``data/predictions/eval.jsonl`` (id, db_id, question, raw
-output, extracted sql; with num_samples > 1 also the candidates and votes),
+``models/aligned/`` (the align stage's adapter). Writes ``data/predictions/eval.jsonl``
+(id, db_id, question, raw output, extracted sql; with num_samples > 1 also the candidates and votes),
 ``metrics/infer.json`` (n, generated tokens, and the base model, precision and 4-bit setting
 the predictions were made with) and, not tracked, ``metrics/runtime/infer.json``
 (sequences/s, generated tokens/s, load and generation seconds).
@@ -25,7 +25,7 @@ from text2sql.io import DataError, iter_jsonl, without_runtime, write_jsonl, wri
 from text2sql.params import InferParams, load_params
 
 EVAL_FILE = Path("data/prepared/eval.jsonl")
-ADAPTER_DIR = Path("models/adapter")
+ADAPTER_DIR = Path("models/aligned")  # the align stage's output (method none: the SFT adapter)
 OUT_FILE = Path("data/predictions/eval.jsonl")
 METRICS = Path("metrics/infer.json")
 

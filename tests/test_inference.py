@@ -98,7 +98,7 @@ def test_infer_stage_writes_declared_outputs(tmp_path, monkeypatch, tiny_adapter
     import importlib.util
 
     write_jsonl(tmp_path / "data/prepared/eval.jsonl", eval_rows[:3])
-    shutil.copytree(tiny_adapter, tmp_path / "models/adapter")
+    shutil.copytree(tiny_adapter, tmp_path / "models/aligned")  # the align stage's output
     monkeypatch.chdir(tmp_path)
     spec = importlib.util.spec_from_file_location("infer_stage", repo_root / "stages/infer.py")
     stage = importlib.util.module_from_spec(spec)

@@ -242,8 +242,8 @@ def test_push_fresh_clone_pull_round_trip(s3, repo, tmp_path):
     git("clone", "-q", str(repo), str(clone), cwd=tmp_path)
     dvc("artifacts", "get", str(clone), "text2sql-adapter", "-o", str(tmp_path / "artifact"),
         cwd=tmp_path, **aws_env(tmp_path))
-    adapter = {k.removeprefix("models/adapter/"): v for k, v in workspace(repo).items()
-               if k.startswith("models/adapter/")}
+    adapter = {k.removeprefix("models/aligned/"): v for k, v in workspace(repo).items()
+               if k.startswith("models/aligned/")}
     assert workspace(tmp_path / "artifact") == adapter and "adapter_config.json" in adapter
 
     # A fresh clone has no credentials: pull fails and says so, nothing is half-written.

@@ -50,5 +50,5 @@ def test_stage_declares_the_code_it_runs(stage):
 
 
 def test_stages_that_run_sql_declare_the_databases():
-    for stage in ("prepare", "infer", "evaluate"):
+    for stage in ("prepare", "align", "infer", "evaluate"):
         assert "${prepare.path}" in STAGES[stage]["deps"], stage

@@ -68,3 +68,24 @@ def write_model_card(adapter_dir: Path, params: TrainParams, train_file: Path,
         lines += ["The base model is the built-in tiny model: it starts from random weights and "
                   "demonstrates the pipeline, not a model's quality.", ""]
     write_text(adapter_dir / "README.md", "\n".join(lines))
+
+
+def write_alignment_card(out_dir: Path, sft_dir: Path, method: str, params: dict[str, Any],
+                         metrics: dict[str, Any]) -> None:
+    """``README.md`` of an aligned adapter: the SFT adapter's card plus how it was aligned."""
+    sft_card = sft_dir / "README.md"
+    lines = [sft_card.read_text().rstrip() if sft_card.is_file() else "# Text-to-SQL LoRA adapter",
+             "",
+             f"## Aligned with {method.upper()} (the `align` stage)",
+             "",
+             "Started from the SFT adapter above; reward: execution match against the gold query.",
+             "",
+             "```json",
+             json.dumps(params, indent=2),
+             "```",
+             "",
+             "| metric | value |",
+             "| --- | --- |",
+             *(f"| {k} | {v} |" for k, v in without_runtime(metrics).items()),
+             ""]
+    write_text(out_dir / "README.md", "\n".join(lines))

@@ -151,6 +151,41 @@ class ExportParams(Section):
     max_ex_drop: float = Field(0.02, ge=0.0, le=1.0)  # a GGUF's EX at most this below merged's
 
 
+class AlignRewardWeights(Section):
+    """Weights of the GRPO reward functions (``align.reward_weights``)."""
+
+    execution_match: float = Field(1.0, ge=0.0)  # 1 when the result equals the gold result
+    valid_sql: float = Field(0.2, ge=0.0)  # 1 when the query runs without an error
+
+
+class AlignParams(Section):
+    method: Literal["none", "dpo", "grpo"] = "none"
+    samples_per_question: int = Field(8, ge=2)  # DPO: candidates sampled; GRPO: group size
+    temperature: float = Field(1.0, gt=0.0)
+    max_new_tokens: int = Field(128, ge=1)  # longest sampled answer (GRPO's completion length)
+    max_questions: int | None = Field(None, ge=1)  # training questions used (None: all)
+    max_pairs_per_question: int = Field(2, ge=1)  # DPO pairs from one question, at most
+    beta: float = Field(0.1, ge=0.0)  # DPO's beta; GRPO's KL coefficient
+    learning_rate: float = Field(5.0e-4, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # overrides epochs when set
+    batch_size: int = Field(8, ge=1)  # DPO: pairs per step; GRPO: completions per step
+    reward_weights: AlignRewardWeights = AlignRewardWeights()
+    timeout_s: float = Field(5.0, gt=0)  # per candidate query
+    max_rows: int = Field(10000, ge=1)  # rows fetched per candidate
+    seed: int = 0
+    logging_steps: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _whole_groups(self) -> AlignParams:
+        if self.method == "grpo" and self.batch_size % self.samples_per_question:
+            raise ValueError(
+                f"align.batch_size={self.batch_size} must be a multiple of "
+                f"align.samples_per_question={self.samples_per_question} with method grpo "
+                "(a step holds whole groups of completions of one prompt)")
+        return self
+
+
 class EvaluateParams(Section):
     timeout_s: float = Field(5.0, gt=0)
     max_rows: int = Field(100_000, ge=1)
@@ -164,6 +199,7 @@ S = TypeVar("S", bound=Section)
 SECTIONS: dict[str, type[Section]] = {
     "prepare": PrepareParams,
     "train": TrainParams,
+    "align": AlignParams,
     "infer": InferParams,
     "evaluate": EvaluateParams,
     "export": ExportParams,

@@ -6,16 +6,18 @@ where the killed one stopped. Light module: DVCLive and transformers load when c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 CURVE_KEYS = ("loss", "learning_rate", "grad_norm")
 
 
-def live_callback(live_dir: Path, resume_step: int | None):
-    """DVCLive's transformers callback, writing only the loss curve under ``live_dir``.
+def live_callback(live_dir: Path, resume_step: int | None, keys: Sequence[str] = CURVE_KEYS):
+    """DVCLive's transformers callback, writing only the curves of ``keys`` under ``live_dir``.
 
     Hyperparameters and summaries are not written (they are in params.yaml and
-    metrics/train.json).
+    metrics/train.json). A key's ``/`` becomes ``_`` in the file name (TRL logs
+    ``rewards/margins``): one flat folder of curves.
     """
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
@@ -25,10 +27,10 @@ def live_callback(live_dir: Path, resume_step: int | None):
             self._initialized = True
 
         def on_log(self, args, state, control, model=None, logs=None, **kwargs):
-            for key in CURVE_KEYS:
+            for key in keys:
                 if logs and key in logs:
                     self.live.step = state.global_step
-                    self.live.log_metric(key, float(logs[key]))
+                    self.live.log_metric(key.replace("/", "_"), float(logs[key]))
 
         def on_train_end(self, args, state, control, **kwargs):
             pass
