@@ -44,7 +44,7 @@ def test_preset_command_writes_params_as_dvc_does_keeping_comments(repo_root, tm
                  "--presets-dir", str(repo_root / "presets")]) == 0
     assert "Qwen/Qwen2.5-Coder-7B-Instruct" in capsys.readouterr().out
     text = params_file.read_text()
-    assert "# Parameters of the four stages" in text
+    assert "# Parameters of the stages; each stage reads only its own section." in text
     assert "max_seq_length:           # longer examples" in text  # null as `dvc exp run -S` writes it
     params = load_params("train", params_file)
     assert (params.batch_size, params.gradient_accumulation_steps) == (4, 4)
