@@ -77,18 +77,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
                    help="trained adapter folder (default: %(default)s, the train stage's output)")
     add_backend_arguments(p)
-    p.add_argument("--dialect", metavar="NAME",
-                   help="also show the SQL translated to this sqlglot dialect "
-                        "(postgres, mysql, duckdb, bigquery, snowflake, tsql, ...)")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="stop the query after this long (default: %(default)s)")
-    p.add_argument("--max-rows", type=int, default=100, metavar="N",
-                   help="fetch and print at most N rows (default: %(default)s)")
-    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, metavar="N",
-                   help="stop a result holding more than N bytes of values (default: %(default)s)")
-    p.add_argument("--width", type=int, default=80, metavar="CHARS",
-                   help="cut longer values in the table to this many characters "
-                        "(default: %(default)s)")
+    add_run_arguments(p)
     p.add_argument("--num-samples", type=int, default=None, metavar="N",
                    help="sample N queries and vote by result (default: infer.num_samples, else 1)")
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
@@ -99,6 +88,24 @@ def register(subparsers: Any) -> None:
                    help="prepare: and infer: settings to use when the file exists "
                         "(default: %(default)s)")
     p.set_defaults(func=run)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options :func:`check_limits_and_schema` and :func:`run_and_show` read: how a
+    query is shown (``--dialect``, ``--width``) and limited (``--timeout``, ``--max-rows``,
+    ``--max-bytes``); shared by ``ask`` and ``chat``."""
+    p.add_argument("--dialect", metavar="NAME",
+                   help="also show the SQL translated to this sqlglot dialect "
+                        "(postgres, mysql, duckdb, bigquery, snowflake, tsql, ...)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="stop a query after this long (default: %(default)s)")
+    p.add_argument("--max-rows", type=int, default=100, metavar="N",
+                   help="fetch and print at most N rows (default: %(default)s)")
+    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, metavar="N",
+                   help="stop a result holding more than N bytes of values (default: %(default)s)")
+    p.add_argument("--width", type=int, default=80, metavar="CHARS",
+                   help="cut longer values in the table to this many characters "
+                        "(default: %(default)s)")
 
 
 def check_limits_and_schema(args: argparse.Namespace) -> tuple[Any, Any]:

@@ -9,7 +9,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
-from text2sql.commands.ask import MAX_BYTES, check_limits_and_schema, indent, run_and_show
+from text2sql.commands.ask import add_run_arguments, check_limits_and_schema, indent, run_and_show
 
 DESCRIPTION = """\
 Talk to a SQLite file or a PostgreSQL database: ask a question, then follow up ("only those from
@@ -55,16 +55,7 @@ def register(subparsers: Any) -> None:
                    help="trained adapter folder (default: %(default)s, the train stage's output)")
     p.add_argument("--history", type=int, default=None, metavar="N",
                    help="earlier turns kept in the prompt (default: prepare.max_history_turns)")
-    p.add_argument("--dialect", metavar="NAME",
-                   help="also show the SQL translated to this sqlglot dialect")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="stop a query after this long (default: %(default)s)")
-    p.add_argument("--max-rows", type=int, default=100, metavar="N",
-                   help="fetch and print at most N rows (default: %(default)s)")
-    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, metavar="N",
-                   help="stop a result holding more than N bytes of values (default: %(default)s)")
-    p.add_argument("--width", type=int, default=80, metavar="CHARS",
-                   help="cut longer values to this many characters (default: %(default)s)")
+    add_run_arguments(p)
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
                    help="longest answer in tokens (default: infer.max_new_tokens)")
     p.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="FILE",
