@@ -67,7 +67,7 @@ def main(params: AlignParams) -> None:
         metrics = align(params, rows, ADAPTER_DIR, tmp, live_dir=LIVE_DIR)
         write_alignment_card(tmp, ADAPTER_DIR, params.method, params.model_dump(), metrics)
         write_provenance(tmp / PROVENANCE_FILE, [TRAIN_FILE, ADAPTER_DIR],
-                         params=params.model_dump(), scripts={"stages/align.py": __file__},
+                         params=params.model_dump(), stage="align",
                          model={"sft_adapter": str(ADAPTER_DIR), "method": params.method})
     keep_curves_declared()
     write_metrics(METRICS, metrics)

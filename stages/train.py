@@ -56,7 +56,7 @@ def main(params: TrainParams) -> None:
             return
         write_model_card(tmp, params, TRAIN_FILE, metrics)
         write_provenance(tmp / PROVENANCE_FILE, [TRAIN_FILE], params=params.model_dump(),
-                         scripts={"stages/train.py": __file__},
+                         stage="train",
                          model={"base_model": params.model_name,
                                 "loaded_model": metrics["loaded_model"],
                                 "load_in_4bit": params.load_in_4bit,

@@ -116,8 +116,8 @@ def test_train_stage_records_provenance(two_runs):
     train_dep = next(d for d in lock["deps"] if d["path"] == "data/prepared/train.jsonl")
     assert record["inputs"]["data/prepared/train.jsonl"]["md5"] == train_dep["md5"]
     assert record["packages"]["torch"] == metadata.version("torch")
-    assert record["code"]["stages/train.py"] == file_md5(first / "stages/train.py")
-    assert record["code"]["text2sql"].endswith(".dir")
+    code_deps = {d["path"]: d["md5"] for d in lock["deps"] if d["path"].endswith(".py")}
+    assert record["code"] == code_deps  # exactly the code DVC watches for the stage
     assert record["cpu_numerics"]["threads"] == 2
     # The second run happened after the first was committed: the same record, byte for byte.
     assert (second / "models/adapter/provenance.json").read_bytes() == path.read_bytes()
@@ -175,6 +175,29 @@ def test_provenance_is_byte_identical_and_tracks_changes(small_repo, tmp_path_fa
     record = write_provenance(out / "c.json", ["data/db"], repo_dir=small_repo)
     before = json.loads((out / "a.json").read_text())["inputs"]["data/db"]["md5"]
     assert record["inputs"]["data/db"]["md5"] != before
+
+
+def test_provenance_code_is_what_dvc_yaml_declares_for_the_stage(small_repo):
+    """The record (part of the adapter, hashed in dvc.lock) names the stage's declared code
+    only: editing another module must neither rerun the stage nor change its output, or a
+    fresh clone's `dvc repro` would give another dvc.lock than the committed one."""
+    (small_repo / "stages").mkdir()
+    (small_repo / "stages" / "s.py").write_text("import helper\n")
+    (small_repo / "helper.py").write_text("x = 1\n")
+    (small_repo / "other.py").write_text("y = 1\n")
+    (small_repo / "dvc.yaml").write_text(
+        "stages:\n  s:\n    cmd: python stages/s.py\n"
+        "    deps: [data/db, stages/s.py, helper.py]\n")
+    code = collect_provenance(["data/db"], stage="s", repo_dir=small_repo)["code"]
+    assert code == {"helper.py": file_md5(small_repo / "helper.py"),
+                    "stages/s.py": file_md5(small_repo / "stages" / "s.py")}
+    (small_repo / "other.py").write_text("y = 2\n")  # not a dependency: same record
+    assert collect_provenance(["data/db"], stage="s", repo_dir=small_repo)["code"] == code
+    (small_repo / "helper.py").write_text("x = 2\n")  # a dependency: DVC reruns, record changes
+    assert collect_provenance(["data/db"], stage="s", repo_dir=small_repo)["code"] != code
+    # a stage dvc.yaml does not declare (a script run outside the pipeline): the whole package
+    other = collect_provenance(["data/db"], stage="nope", repo_dir=small_repo)["code"]
+    assert other == {"text2sql": source_md5()}
 
 
 def test_source_md5_reads_python_sources_only(tmp_path):

@@ -9,7 +9,9 @@ The code is identified by the md5 of its source files, not by a git commit: a co
 does not exist yet when a run's results are committed with it, and the record must be
 the same bytes whenever the same code, data and params run (it is part of the adapter,
 whose hash is in ``dvc.lock``). For the same reason it holds no host name, core count or
-time stamp.
+time stamp. The files are exactly the code the stage declares in ``dvc.yaml``
+(:func:`stage_code`): a change to any other file neither reruns the stage nor changes its
+output, so the committed ``dvc.lock`` stays what a fresh clone's ``dvc repro`` gives.
 
 Data hashes are the ones DVC uses: the md5 of a file's bytes, and for a folder the md5 of
 its sorted ``[{"md5", "relpath"}]`` listing plus ``.dir``. They can be checked against
@@ -107,6 +109,25 @@ def source_md5(package_dir: str | Path | None = None) -> str:
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 
 
+def stage_code(stage: str, repo_dir: str | Path = ".") -> dict[str, str] | None:
+    """md5 of each Python file ``stage`` lists as a dependency in ``repo_dir``'s dvc.yaml.
+
+    Exactly the code DVC watches for the stage, so the record changes when, and only
+    when, DVC would rerun the stage for its code. Returns None when there is no dvc.yaml
+    or it does not declare the stage (a stage script run outside the pipeline).
+    """
+    import yaml
+
+    dvc_yaml = Path(repo_dir) / "dvc.yaml"
+    if not dvc_yaml.is_file():
+        return None
+    declared = (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {})
+    if stage not in declared:
+        return None
+    deps = [d for d in declared[stage].get("deps", []) if str(d).endswith(".py")]
+    return {dep: file_md5(Path(repo_dir) / dep) for dep in sorted(deps)}
+
+
 def accelerator() -> dict[str, Any]:
     """The device a run used: CUDA device name and versions, or the CPU."""
     info: dict[str, Any] = {"machine": platform.machine()}
@@ -124,13 +145,14 @@ def accelerator() -> dict[str, Any]:
 
 
 def collect_provenance(inputs: Iterable[str | Path], *, params: Mapping[str, Any] | None = None,
-                       scripts: Mapping[str, str | Path] | None = None,
+                       stage: str | None = None,
                        model: Mapping[str, Any] | None = None,
                        repo_dir: str | Path = ".") -> dict[str, Any]:
-    """The provenance record of a run of ``scripts`` that read ``inputs`` with ``params``.
+    """The provenance record of a run of ``stage`` that read ``inputs`` with ``params``.
 
-    Input paths are recorded as given (relative to the repository root, as in dvc.yaml);
-    ``scripts`` maps each script's name there (``stages/train.py``) to its file.
+    Input paths are recorded as given (relative to the repository root, as in dvc.yaml).
+    The code is the stage's declared code (:func:`stage_code`); outside a pipeline that
+    declares ``stage`` (or with no stage), the whole package's sources instead.
     ``model`` says which base model was named and which checkpoint was loaded (with
     ``load_in_4bit`` Unsloth loads its pre-quantized ``-bnb-4bit`` copy).
     """
@@ -143,8 +165,7 @@ def collect_provenance(inputs: Iterable[str | Path], *, params: Mapping[str, Any
         "packages": package_versions(),
         "accelerator": accelerator(),
         "cpu_numerics": cpu_numerics(),
-        "code": {"text2sql": source_md5(),
-                 **{name: file_md5(path) for name, path in (scripts or {}).items()}},
+        "code": (stage and stage_code(stage, repo_dir)) or {"text2sql": source_md5()},
         "inputs": {Path(p).as_posix(): data_hash(Path(repo_dir) / p) for p in inputs},
     }
     if params is not None:
@@ -156,11 +177,11 @@ def collect_provenance(inputs: Iterable[str | Path], *, params: Mapping[str, Any
 
 def write_provenance(path: str | Path, inputs: Iterable[str | Path], *,
                      params: Mapping[str, Any] | None = None,
-                     scripts: Mapping[str, str | Path] | None = None,
+                     stage: str | None = None,
                      model: Mapping[str, Any] | None = None,
                      repo_dir: str | Path = ".") -> dict[str, Any]:
     """Collect the provenance record (see :func:`collect_provenance`) and write it atomically."""
-    record = collect_provenance(inputs, params=params, scripts=scripts, model=model,
+    record = collect_provenance(inputs, params=params, stage=stage, model=model,
                                 repo_dir=repo_dir)
     write_json(path, record)
     return record
