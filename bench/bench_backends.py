@@ -1,7 +1,7 @@
 """CPU inference: transformers against llama.cpp (each GGUF type), side by side in one run.
 
     python bench/bench_backends.py                          # built-in tiny model, random weights
-    python bench/bench_backends.py --adapter models/adapter --n 64
+    python bench/bench_backends.py --adapter models/aligned --n 64
 
 Makes the merged model and the f16, q8_0 and q4_k_m GGUF files with the export core, then
 answers the same evaluation prompts of the sample data greedily with each: transformers

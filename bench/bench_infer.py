@@ -2,7 +2,7 @@
 
     python bench/bench_infer.py                          # built-in tiny model, 64 sample questions
     python bench/bench_infer.py --n 128 --batch-sizes 1,16,64 --max-new-tokens 96
-    python bench/bench_infer.py --adapter models/adapter # a trained adapter instead
+    python bench/bench_infer.py --adapter models/aligned # a trained adapter instead
 
 Generates SQL for the same evaluation prompts of the sample data (the prepare
 core's prompts) with the generation core of the infer stage (greedy, left

@@ -1,7 +1,7 @@
 """Merged or not: what merging a LoRA adapter into 16-bit weights does to the model.
 
     python bench/bench_merge.py                          # trains the built-in model briefly
-    python bench/bench_merge.py --adapter models/adapter # an adapter of the built-in model
+    python bench/bench_merge.py --adapter models/aligned # an adapter of the built-in model
 
 Loads the base in float32, bfloat16 and float16, applies the adapter either merged
 into the weights or kept beside them (as PEFT trains it), and compares each with the

@@ -1,7 +1,7 @@
 """Load on ``text2sql serve``: concurrent clients against the built-in model on 127.0.0.1.
 
     python bench/bench_serve.py                           # 8 clients, 2 x 30 s
-    python bench/bench_serve.py --clients 16 --seconds 60 --adapter models/adapter
+    python bench/bench_serve.py --clients 16 --seconds 60 --adapter models/aligned
 
 Starts ``text2sql serve`` on a free port over a copy of the sample databases, then runs
 two phases of --seconds / 2 each with --clients clients sending requests back to back:
@@ -10,7 +10,7 @@ queries, which must time out, and huge cartesian results, which must truncate). 
 prints, per phase and kind, requests/s and p50/p95/max latency, and the 4xx/5xx
 counts; then checks: zero 5xx, runaways timed out, huge results truncated, good
 SQL's p95 in the mixed phase within --timeout of the clean phase, and every
-database's sha256 unchanged. Without --adapter (and no models/adapter), the
+database's sha256 unchanged. Without --adapter (and no models/aligned), the
 built-in model is trained for a few steps first (real weights, poor SQL: it writes
 up to infer.max_new_tokens tokens, the most work a question can cost).
 """
@@ -34,6 +34,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from tabulate import tabulate
+
+from text2sql.commands import ADAPTER_CONFIG, DEFAULT_ADAPTER
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = ["How many students are there?", "Which students live in Avonlea?",
@@ -156,15 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="both phases together")
     parser.add_argument("--timeout", type=float, default=1.0, help="the server's --timeout")
     parser.add_argument("--adapter", type=Path, default=None,
-                        help="default: models/adapter if trained, else the built-in model "
+                        help=f"default: {DEFAULT_ADAPTER} if trained, else the built-in model "
                              "trained for a few steps")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        adapter = args.adapter or (REPO / "models" / "adapter")
-        if not (adapter / "adapter_config.json").is_file():
+        adapter = args.adapter or (REPO / DEFAULT_ADAPTER)
+        if not (adapter / ADAPTER_CONFIG).is_file():
             if args.adapter is not None:
-                print(f"bench_serve: {adapter}: no adapter_config.json", file=sys.stderr)
+                print(f"bench_serve: {adapter}: no {ADAPTER_CONFIG}", file=sys.stderr)
                 return 2
             adapter = builtin_adapter(work)
         databases = work / "database"

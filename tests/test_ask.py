@@ -176,7 +176,7 @@ def test_help_explains_it_all(capsys):
         build_parser().parse_args(["ask", "--help"])
     out = capsys.readouterr().out
     for words in ("read-only", "--timeout", "--max-rows", "--dialect", "--num-samples",
-                  "refused", "models/adapter", "linked", "examples:"):
+                  "refused", "models/aligned", "linked", "examples:"):
         assert words in out, words
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from text2sql.commands import add_adapter_argument
 from text2sql.dialect import check_dialect, column_names, transpile
 
 DESCRIPTION = """\
@@ -74,8 +75,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--schemas", default="public", metavar="NAMES",
                    help="PostgreSQL only: the schemas to ask about, comma-separated "
                         "(default: %(default)s)")
-    p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
-                   help="trained adapter folder (default: %(default)s, the train stage's output)")
+    add_adapter_argument(p)
     add_backend_arguments(p)
     add_run_arguments(p)
     p.add_argument("--num-samples", type=int, default=None, metavar="N",

@@ -9,6 +9,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
+from text2sql.commands import add_adapter_argument, resolve_adapter
 from text2sql.commands.ask import add_run_arguments, check_limits_and_schema, indent, run_and_show
 
 DESCRIPTION = """\
@@ -51,8 +52,7 @@ def register(subparsers: Any) -> None:
                         "to (never modified)")
     p.add_argument("--schemas", default="public", metavar="NAMES",
                    help="PostgreSQL: comma-separated schemas to read (default: %(default)s)")
-    p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
-                   help="trained adapter folder (default: %(default)s, the train stage's output)")
+    add_adapter_argument(p)
     p.add_argument("--history", type=int, default=None, metavar="N",
                    help="earlier turns kept in the prompt (default: prepare.max_history_turns)")
     add_run_arguments(p)
@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     max_new_tokens = args.max_new_tokens or infer.max_new_tokens
     out = sys.stdout
     t0 = time.perf_counter()
-    model, tokenizer = load_for_inference(args.adapter, load_in_4bit=infer.load_in_4bit)
+    adapter = resolve_adapter(args.adapter, "text2sql chat")
+    model, tokenizer = load_for_inference(adapter, load_in_4bit=infer.load_in_4bit)
     print(f"chat with {db} (model loaded in {time.perf_counter() - t0:.1f} s; "
           f"{HELP})", file=out, flush=True)
     conversation = Conversation(settings.max_history_turns)

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from text2sql.commands import add_adapter_argument, resolve_adapter
+
 DESCRIPTION = """\
 Predict SQL for every question of a JSONL file with a trained adapter, outside
 the DVC pipeline: nothing under data/ or metrics/ is touched, only --output.
@@ -57,7 +59,7 @@ def model_path(args: argparse.Namespace, backend: str) -> Path:
     if args.model is not None:
         raise DataError("--model FILE.gguf is for --backend llama.cpp; the hf backend runs "
                         "--adapter")
-    return args.adapter
+    return resolve_adapter(args.adapter, f"text2sql {args.command}")
 
 
 def register(subparsers: Any) -> None:
@@ -70,8 +72,7 @@ def register(subparsers: Any) -> None:
                    help="where to write the predictions (JSONL)")
     p.add_argument("--db", type=Path, metavar="PATH",
                    help="one SQLite file for all questions, or a folder of Spider-style databases")
-    p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
-                   help="trained adapter folder (default: %(default)s)")
+    add_adapter_argument(p)
     add_backend_arguments(p)
     p.add_argument("--metrics", type=Path, metavar="FILE",
                    help="also write metrics (JSON) here: throughput, and the base model "

@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from text2sql.commands import ADAPTER_CONFIG, add_adapter_argument, resolve_adapter
+
 DESCRIPTION = """\
 Serve a folder of SQLite databases: an HTTP API (JSON, OpenAI-compatible chat
 completions too) and a web page to pick a database, ask, and see the SQL and
@@ -31,8 +33,8 @@ transaction under statement_timeout, from a pool of --sql-workers connections.
 
 EPILOG = """\
 examples:
-  text2sql serve                                   # data/sample/database, models/adapter
-  text2sql serve --databases ./dbs --adapter models/adapter --port 8080
+  text2sql serve                                   # data/sample/database, models/aligned
+  text2sql serve --databases ./dbs --adapter models/aligned --port 8080
   text2sql serve --databases ./dbs --no-model      # only run SQL sent by clients
   text2sql serve --databases databases.yaml        # SQLite files and PostgreSQL databases
   curl -s localhost:8000/v1/sql -d '{"db": "school", "question": "How many students are there?"}'
@@ -50,8 +52,7 @@ def register(subparsers: Any) -> None:
                    metavar="DIR|YAML",
                    help="folder of SQLite databases, served by name, or a .yaml file mapping "
                         "names to SQLite files and PostgreSQL URLs (default: %(default)s)")
-    p.add_argument("--adapter", type=Path, default=Path("models/adapter"), metavar="DIR",
-                   help="trained adapter folder (default: %(default)s, the train stage's output)")
+    add_adapter_argument(p)
     p.add_argument("--no-model", action="store_true",
                    help="load no model: clients send their own SQL (field 'sql')")
     p.add_argument("--host", default="127.0.0.1",
@@ -87,12 +88,14 @@ def run(args: argparse.Namespace) -> int:
     for name in ("timeout", "max_rows", "sql_workers", "max_pending", "max_batch", "max_body_kb"):
         if getattr(args, name) <= 0:
             raise DataError(f"--{name.replace('_', '-')} must be > 0")
-    if not args.no_model and not (args.adapter / "adapter_config.json").is_file():
-        raise DataError(f"{args.adapter}: no trained adapter (adapter_config.json); run "
-                        "`dvc repro train` (or `dvc pull`), pass --adapter DIR, or --no-model "
-                        "to serve only SQL sent by clients")
+    no_model = "--no-model to serve only SQL sent by clients"
+    adapter = None if args.no_model else resolve_adapter(args.adapter, "text2sql serve",
+                                                         also=no_model)
+    if adapter is not None and not (adapter / ADAPTER_CONFIG).is_file():
+        raise DataError(f"{adapter}: no trained adapter ({ADAPTER_CONFIG}); run `dvc repro "
+                        f"align` (or `dvc pull`), pass --adapter DIR, or {no_model}")
     settings = ServeSettings(
-        databases=args.databases, adapter=None if args.no_model else args.adapter,
+        databases=args.databases, adapter=adapter,
         params=args.params, timeout_s=args.timeout, max_rows=args.max_rows,
         sql_workers=args.sql_workers, max_pending=args.max_pending, max_batch=args.max_batch,
         max_body_bytes=args.max_body_kb * 1024)
