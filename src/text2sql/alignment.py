@@ -156,6 +156,17 @@ def _common_args(params: AlignParams, out_dir: Path, checkpoint_dir: Path | None
                 **trainer_precision_flags())
 
 
+def _callbacks(callbacks: Sequence[Any], live_dir: Path | None, resume_from: Path | None,
+               curve: Sequence[str]) -> list[Any]:
+    """``callbacks`` and, with ``live_dir``, the DVCLive curve (continued after a resume)."""
+    if live_dir is None:
+        return list(callbacks)
+    from text2sql.training_curve import live_callback
+
+    return [*callbacks,
+            live_callback(live_dir, checkpoint_step(resume_from) if resume_from else None, curve)]
+
+
 def _train(trainer: Any, resume_from: Path | None) -> Any:
     """``trainer.train()``, from ``resume_from`` when given.
 
@@ -245,11 +256,12 @@ def sample_pairs(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], par
 
 def train_dpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir: Path,
               out_dir: Path, *, checkpoint_dir: Path | None = None, live_dir: Path | None = None,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Sample, execute, pair, and train the SFT adapter with DPO; save it to ``out_dir``.
 
     With ``checkpoint_dir``, checkpoints (and the pairs) go there and a killed run with the
-    same fingerprint resumes; the folder is emptied when the adapter is saved.
+    same fingerprint resumes; the folder is emptied when the adapter is saved. ``callbacks``:
+    more transformers ``TrainerCallback`` objects.
     """
     start = time.perf_counter()
     resume_from = _resume_point(params, rows, adapter_dir, checkpoint_dir)
@@ -257,18 +269,14 @@ def train_dpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir: 
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from text2sql.training_curve import live_callback
-
     t0 = time.perf_counter()
     pairs, stats = sample_pairs(model, tokenizer, rows, params, reward, checkpoint_dir,
                                 progress=progress)
     sample_s = time.perf_counter() - t0
     config = DPOConfig(**_common_args(params, out_dir, checkpoint_dir), max_length=None)
-    resume_step = checkpoint_step(resume_from) if resume_from else None
     trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(pairs),
                          processing_class=tokenizer,
-                         callbacks=[live_callback(live_dir, resume_step, DPO_CURVE)]
-                         if live_dir else [])
+                         callbacks=_callbacks(callbacks, live_dir, resume_from, DPO_CURVE))
     result = _train(trainer, resume_from)
     save_aligned(model, tokenizer, adapter_dir, out_dir)
     if checkpoint_dir:
@@ -317,7 +325,8 @@ def check_reward_signal(history: Sequence[dict[str, Any]], group_size: int) -> N
 
 def train_grpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir: Path,
                out_dir: Path, *, checkpoint_dir: Path | None = None,
-               live_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+               live_dir: Path | None = None, progress: bool = True,
+               callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train the SFT adapter with GRPO on the execution reward; save it to ``out_dir``.
 
     ``checkpoint_dir``: as for :func:`train_dpo` (no pairs: GRPO samples as it trains).
@@ -328,8 +337,6 @@ def train_grpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from text2sql.training_curve import live_callback
-
     dataset = Dataset.from_list([{"prompt": list(r["prompt"]), "db_path": r["db_path"],
                                   "query": r["query"]} for r in rows])
     weights = params.reward_weights
@@ -339,11 +346,9 @@ def train_grpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir:
                         temperature=params.temperature, top_k=0, top_p=1.0,
                         reward_weights=[weights.execution_match, weights.valid_sql],
                         shuffle_dataset=True)
-    resume_step = checkpoint_step(resume_from) if resume_from else None
     trainer = GRPOTrainer(model=model, args=config, train_dataset=dataset,
                           processing_class=tokenizer, reward_funcs=reward_functions(reward),
-                          callbacks=[live_callback(live_dir, resume_step, GRPO_CURVE)]
-                          if live_dir else [])
+                          callbacks=_callbacks(callbacks, live_dir, resume_from, GRPO_CURVE))
     result = _train(trainer, resume_from)
     history = trainer.state.log_history
     check_reward_signal(history, params.samples_per_question)
