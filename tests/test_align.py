@@ -158,9 +158,26 @@ def test_dpo_trains_and_resumes_after_a_kill(tiny_adapter, prepared_rows, repo_r
              and not k.endswith("_s")}
             == {k: v for k, v in whole.items() if k not in ("train_loss", "resumed_from_step")
                 and not k.endswith("_s")})
-    assert filecmp.cmp(tmp_path / "whole" / "adapter_model.safetensors",
-                       tmp_path / "resumed" / "adapter_model.safetensors", shallow=False)
+    _assert_same_weights(tmp_path / "whole" / "adapter_model.safetensors",
+                         tmp_path / "resumed" / "adapter_model.safetensors")
     assert [p.name for p in ck.iterdir()] == ["fingerprint.json"]
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    """The same bytes on the CPU (pinned numerics); on a GPU, whose kernels need not be
+    bit-reproducible, the same tensors up to rounding."""
+    from text2sql.lora_model import has_cuda
+
+    if not has_cuda():
+        assert filecmp.cmp(a, b, shallow=False)
+        return
+    import torch
+    from safetensors.torch import load_file
+
+    left, right = load_file(a), load_file(b)
+    assert left.keys() == right.keys()
+    for name in left:
+        assert torch.allclose(left[name], right[name], atol=1e-4), name
 
 
 def test_checkpoints_of_another_run_are_discarded(shop, tmp_path, capsys):
