@@ -9,7 +9,9 @@ Reads the ``align:`` section of params.yaml, ``models/adapter/`` (the SFT adapte
 ``data/prepared/train.jsonl`` and the databases its rows name. Writes ``models/aligned/``
 (the adapter ``infer`` uses, in the layout of ``models/adapter/``), ``metrics/align.json``
 (and its timings in ``metrics/runtime/align.json``, not tracked) and the loss and reward
-curves under ``metrics/align_live/``. With ``method: none`` (the default) the adapter is
+curves under ``metrics/align_live/``. Checkpoints (and DPO's sampled pairs) go to
+``checkpoints/align/``: a killed run, started again with the same params and inputs, resumes
+from the last one without sampling again. With ``method: none`` (the default) the adapter is
 copied unchanged, in seconds.
 """
 
@@ -25,6 +27,7 @@ from text2sql.params import AlignParams, load_params
 TRAIN_FILE = Path("data/prepared/train.jsonl")
 ADAPTER_DIR = Path("models/adapter")
 OUT_DIR = Path("models/aligned")
+CHECKPOINT_DIR = Path("checkpoints/align")
 LIVE_DIR = Path("metrics/align_live")
 CURVES_DIR = LIVE_DIR / "plots" / "metrics"
 METRICS = Path("metrics/align.json")
@@ -44,8 +47,10 @@ def main(params: AlignParams) -> None:
 
     if not (ADAPTER_DIR / "adapter_config.json").is_file():
         raise DataError(f"{ADAPTER_DIR}: no adapter_config.json; run the train stage first")
-    shutil.rmtree(LIVE_DIR, ignore_errors=True)
     if params.method == "none":
+        shutil.rmtree(LIVE_DIR, ignore_errors=True)
+        shutil.rmtree(CHECKPOINT_DIR, ignore_errors=True)  # nothing to resume: an empty out
+        CHECKPOINT_DIR.mkdir(parents=True)
         with atomic_path(OUT_DIR, is_dir=True) as tmp:
             pass_through(ADAPTER_DIR, tmp)
         keep_curves_declared()
@@ -64,7 +69,8 @@ def main(params: AlignParams) -> None:
     rows = select_questions([row for _, row in iter_jsonl(TRAIN_FILE)], params, str(TRAIN_FILE))
     align = train_dpo if params.method == "dpo" else train_grpo
     with atomic_path(OUT_DIR, is_dir=True) as tmp:
-        metrics = align(params, rows, ADAPTER_DIR, tmp, live_dir=LIVE_DIR)
+        metrics = align(params, rows, ADAPTER_DIR, tmp, checkpoint_dir=CHECKPOINT_DIR,
+                        live_dir=LIVE_DIR)
         write_alignment_card(tmp, ADAPTER_DIR, params.method, params.model_dump(), metrics)
         write_provenance(tmp / PROVENANCE_FILE, [TRAIN_FILE, ADAPTER_DIR],
                          params=params.model_dump(), stage="align",

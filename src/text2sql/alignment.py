@@ -14,11 +14,16 @@ measure the distance from the SFT model, not from the base.
   same code runs on plain transformers + PEFT.
 
 The result is saved in the adapter folder layout that ``infer`` loads (``base_model/`` of
-the built-in model included). Light module: torch, transformers, trl load when called.
+the built-in model included). With a ``checkpoint_dir`` both write a checkpoint every
+``align.checkpoint_steps`` steps and resume a killed run (:mod:`text2sql.checkpoints`, as
+train does); DPO also keeps its sampled pairs there, so a resumed run does not sample again.
+Light module: torch, transformers, trl load when called.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import shutil
 import time
@@ -26,15 +31,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from text2sql.checkpoints import (checkpoint_step, prepare_checkpoints, read_cached,
+                                  remove_checkpoints, write_cached)
 from text2sql.io import DataError
 from text2sql.params import AlignParams
-from text2sql.preference_pairs import build_pairs, check_pairs
+from text2sql.preference_pairs import PairStats, build_pairs, check_pairs
 from text2sql.rewards import ExecutionReward
 from text2sql.tiny_model import BASE_MODEL_DIR
 
 DPO_CURVE = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
 TRAINER_DIR = ".trainer"  # inside the output folder while training; removed before saving
 GRPO_CURVE = ("loss", "reward", "rewards/execution_match/mean", "rewards/valid_sql/mean", "kl")
+PAIRS_FILE = "dpo_pairs.json"  # in the checkpoint folder: the sampled pairs, for a resumed run
 
 
 def pass_through(adapter_dir: Path, out_dir: Path) -> None:
@@ -114,15 +122,79 @@ def save_aligned(model: Any, tokenizer: Any, adapter_dir: Path, out_dir: Path) -
         shutil.copytree(adapter_dir / BASE_MODEL_DIR, out_dir / BASE_MODEL_DIR)
 
 
-def _common_args(params: AlignParams, output_dir: Path) -> dict[str, Any]:
+def run_inputs(adapter_dir: Path, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """What determines an align run besides its params and rows, for the checkpoints'
+    fingerprint: the SFT adapter's files and the databases the rewards run on."""
+    from text2sql.provenance import data_hash
+
+    databases = hashlib.sha256()
+    for db in sorted({r["db_path"] for r in rows}):
+        databases.update(f"{db}\t{data_hash(db)['md5']}\n".encode())
+    return {"adapter": data_hash(adapter_dir)["md5"], "databases": databases.hexdigest()}
+
+
+def _resume_point(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir: Path,
+                  checkpoint_dir: Path | None) -> Path | None:
+    if checkpoint_dir is None:
+        return None
+    return prepare_checkpoints(checkpoint_dir, params, rows, stage="align",
+                               inputs=run_inputs(adapter_dir, rows))
+
+
+def _common_args(params: AlignParams, out_dir: Path, checkpoint_dir: Path | None
+                 ) -> dict[str, Any]:
     from text2sql.lora_model import has_cuda, trainer_precision_flags
 
-    return dict(output_dir=str(output_dir), learning_rate=params.learning_rate,
+    return dict(output_dir=str(checkpoint_dir or out_dir / TRAINER_DIR),
+                learning_rate=params.learning_rate,
                 num_train_epochs=params.epochs, max_steps=params.max_steps or -1,
                 per_device_train_batch_size=params.batch_size, lr_scheduler_type="constant",
                 seed=params.seed, data_seed=params.seed, logging_steps=params.logging_steps,
-                save_strategy="no", report_to="none", use_cpu=not has_cuda(),
-                disable_tqdm=False, beta=params.beta, **trainer_precision_flags())
+                save_strategy="steps" if checkpoint_dir else "no",
+                save_steps=params.checkpoint_steps, save_total_limit=2, report_to="none",
+                use_cpu=not has_cuda(), disable_tqdm=False, beta=params.beta,
+                **trainer_precision_flags())
+
+
+def _callbacks(callbacks: Sequence[Any], live_dir: Path | None, resume_from: Path | None,
+               curve: Sequence[str]) -> list[Any]:
+    """``callbacks`` and, with ``live_dir``, the DVCLive curve (continued after a resume)."""
+    if live_dir is None:
+        return list(callbacks)
+    from text2sql.training_curve import live_callback
+
+    return [*callbacks,
+            live_callback(live_dir, checkpoint_step(resume_from) if resume_from else None, curve)]
+
+
+def _train(trainer: Any, resume_from: Path | None) -> Any:
+    """``trainer.train()``, from ``resume_from`` when given.
+
+    The checkpoint holds two adapters: the trained ``default`` in its top folder, TRL's
+    frozen ``ref`` copy in ``ref/``. transformers, seeing an adapter subfolder, reloads only
+    the subfolders, so the trained weights are put back here (in place: the optimizer's
+    state refers to these tensors).
+    """
+    if resume_from is None:
+        return trainer.train()
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    set_peft_model_state_dict(trainer.model, load_peft_weights(str(resume_from)),
+                              adapter_name="default")
+    return trainer.train(resume_from_checkpoint=str(resume_from))
+
+
+def _training_metrics(trainer: Any, result: Any, reward: ExecutionReward,
+                      resume_from: Path | None) -> dict[str, Any]:
+    """What DPO and GRPO runs both report."""
+    history = trainer.state.log_history
+    return {"candidates_executed": reward.executed,
+            "steps": trainer.state.global_step,
+            "resumed_from_step": checkpoint_step(resume_from) if resume_from else 0,
+            # the last logged loss; the run's mean when it ended before logging_steps
+            "final_loss": _last(history, "loss") or round(float(result.training_loss), 4),
+            "train_loss": round(float(result.training_loss), 4)}
 
 
 def sample_and_score(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]],
@@ -161,36 +233,57 @@ def _last(history: list[dict[str, Any]], key: str) -> float | None:
     return round(float(values[-1]), 4) if values else None
 
 
+def sample_pairs(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], params: AlignParams,
+                 reward: ExecutionReward, checkpoint_dir: Path | None, *, progress: bool = True
+                 ) -> tuple[list[dict[str, Any]], PairStats]:
+    """DPO's pairs: sampled, executed and paired, or read back from ``checkpoint_dir`` where
+    an earlier run of the same fingerprint kept them (sampling is the slow part)."""
+    cached = read_cached(checkpoint_dir, PAIRS_FILE) if checkpoint_dir else None
+    if cached is not None:
+        reward.executed = cached["candidates_executed"]
+        print(f"align: {len(cached['pairs'])} DPO pairs read from {checkpoint_dir / PAIRS_FILE}, "
+              "not sampled again")
+        return cached["pairs"], PairStats(**cached["stats"])
+    samples, rewards = sample_and_score(model, tokenizer, rows, params, reward, progress=progress)
+    pairs, stats = build_pairs(rows, samples, rewards,
+                               max_pairs_per_question=params.max_pairs_per_question)
+    check_pairs(stats)
+    if checkpoint_dir:
+        write_cached(checkpoint_dir, PAIRS_FILE, {"pairs": pairs, "stats": dataclasses.asdict(stats),
+                                                  "candidates_executed": reward.executed})
+    return pairs, stats
+
+
 def train_dpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir: Path,
-              out_dir: Path, *, live_dir: Path | None = None, progress: bool = True
-              ) -> dict[str, Any]:
-    """Sample, execute, pair, and train the SFT adapter with DPO; save it to ``out_dir``."""
+              out_dir: Path, *, checkpoint_dir: Path | None = None, live_dir: Path | None = None,
+              progress: bool = True, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Sample, execute, pair, and train the SFT adapter with DPO; save it to ``out_dir``.
+
+    With ``checkpoint_dir``, checkpoints (and the pairs) go there and a killed run with the
+    same fingerprint resumes; the folder is emptied when the adapter is saved. ``callbacks``:
+    more transformers ``TrainerCallback`` objects.
+    """
     start = time.perf_counter()
+    resume_from = _resume_point(params, rows, adapter_dir, checkpoint_dir)
     _, model, tokenizer, reward = _start(params, adapter_dir)
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from text2sql.training_curve import live_callback
-
     t0 = time.perf_counter()
-    samples, rewards = sample_and_score(model, tokenizer, rows, params, reward, progress=progress)
+    pairs, stats = sample_pairs(model, tokenizer, rows, params, reward, checkpoint_dir,
+                                progress=progress)
     sample_s = time.perf_counter() - t0
-    pairs, stats = build_pairs(rows, samples, rewards,
-                               max_pairs_per_question=params.max_pairs_per_question)
-    check_pairs(stats)
-    config = DPOConfig(**_common_args(params, out_dir / TRAINER_DIR), max_length=None)
+    config = DPOConfig(**_common_args(params, out_dir, checkpoint_dir), max_length=None)
     trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(pairs),
                          processing_class=tokenizer,
-                         callbacks=[live_callback(live_dir, None, DPO_CURVE)] if live_dir else [])
-    result = trainer.train()
+                         callbacks=_callbacks(callbacks, live_dir, resume_from, DPO_CURVE))
+    result = _train(trainer, resume_from)
     save_aligned(model, tokenizer, adapter_dir, out_dir)
+    if checkpoint_dir:
+        remove_checkpoints(checkpoint_dir)
     history = trainer.state.log_history
     return {"method": "dpo", **stats.metrics(),
-            "candidates_executed": reward.executed,
-            "steps": trainer.state.global_step,
-            # the last logged loss; the run's mean when it ended before logging_steps
-            "final_loss": _last(history, "loss") or round(float(result.training_loss), 4),
-            "train_loss": round(float(result.training_loss), 4),
+            **_training_metrics(trainer, result, reward, resume_from),
             "reward_accuracy": _last(history, "rewards/accuracies"),
             "reward_margin": _last(history, "rewards/margins"),
             "sample_s": round(sample_s, 2),
@@ -231,20 +324,23 @@ def check_reward_signal(history: Sequence[dict[str, Any]], group_size: int) -> N
 
 
 def train_grpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir: Path,
-               out_dir: Path, *, live_dir: Path | None = None, progress: bool = True
-               ) -> dict[str, Any]:
-    """Train the SFT adapter with GRPO on the execution reward; save it to ``out_dir``."""
+               out_dir: Path, *, checkpoint_dir: Path | None = None,
+               live_dir: Path | None = None, progress: bool = True,
+               callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train the SFT adapter with GRPO on the execution reward; save it to ``out_dir``.
+
+    ``checkpoint_dir``: as for :func:`train_dpo` (no pairs: GRPO samples as it trains).
+    """
     start = time.perf_counter()
+    resume_from = _resume_point(params, rows, adapter_dir, checkpoint_dir)
     unsloth, model, tokenizer, reward = _start(params, adapter_dir)
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from text2sql.training_curve import live_callback
-
     dataset = Dataset.from_list([{"prompt": list(r["prompt"]), "db_path": r["db_path"],
                                   "query": r["query"]} for r in rows])
     weights = params.reward_weights
-    config = GRPOConfig(**_common_args(params, out_dir / TRAINER_DIR),
+    config = GRPOConfig(**_common_args(params, out_dir, checkpoint_dir),
                         num_generations=params.samples_per_question,
                         max_completion_length=params.max_new_tokens,
                         temperature=params.temperature, top_k=0, top_p=1.0,
@@ -252,18 +348,16 @@ def train_grpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir:
                         shuffle_dataset=True)
     trainer = GRPOTrainer(model=model, args=config, train_dataset=dataset,
                           processing_class=tokenizer, reward_funcs=reward_functions(reward),
-                          callbacks=[live_callback(live_dir, None, GRPO_CURVE)] if live_dir else [])
-    result = trainer.train()
+                          callbacks=_callbacks(callbacks, live_dir, resume_from, GRPO_CURVE))
+    result = _train(trainer, resume_from)
     history = trainer.state.log_history
     check_reward_signal(history, params.samples_per_question)
     save_aligned(model, tokenizer, adapter_dir, out_dir)
+    if checkpoint_dir:
+        remove_checkpoints(checkpoint_dir)
     return {"method": "grpo", "backend": "unsloth" if unsloth else "peft",
             "questions": len(rows),
-            "candidates_executed": reward.executed,
-            "steps": trainer.state.global_step,
-            # the last logged loss; the run's mean when it ended before logging_steps
-            "final_loss": _last(history, "loss") or round(float(result.training_loss), 4),
-            "train_loss": round(float(result.training_loss), 4),
+            **_training_metrics(trainer, result, reward, resume_from),
             "final_reward": _last(history, "reward"),
             "final_execution_match": _last(history, "rewards/execution_match/mean"),
             "final_valid_sql": _last(history, "rewards/valid_sql/mean"),

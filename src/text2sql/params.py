@@ -175,6 +175,7 @@ class AlignParams(Section):
     max_rows: int = Field(10000, ge=1)  # rows fetched per candidate
     seed: int = 0
     logging_steps: int = Field(5, ge=1)
+    checkpoint_steps: int = Field(10, ge=1)  # steps between checkpoints in checkpoints/align
 
     @model_validator(mode="after")
     def _whole_groups(self) -> AlignParams:
