@@ -160,13 +160,13 @@ class AlignRewardWeights(Section):
 
 class AlignParams(Section):
     method: Literal["none", "dpo", "grpo"] = "none"
-    samples_per_question: int = Field(8, ge=2)  # DPO: candidates sampled; GRPO: group size
+    samples_per_question: int = Field(4, ge=2)  # DPO: candidates sampled; GRPO: group size
     temperature: float = Field(1.0, gt=0.0)
     max_new_tokens: int = Field(128, ge=1)  # longest sampled answer (GRPO's completion length)
-    max_questions: int | None = Field(None, ge=1)  # training questions used (None: all)
+    max_questions: int | None = Field(96, ge=1)  # training questions used (None: all)
     max_pairs_per_question: int = Field(2, ge=1)  # DPO pairs from one question, at most
     beta: float = Field(0.1, ge=0.0)  # DPO's beta; GRPO's KL coefficient
-    learning_rate: float = Field(5.0e-4, gt=0)
+    learning_rate: float = Field(1.0e-4, gt=0)
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)  # overrides epochs when set
     batch_size: int = Field(8, ge=1)  # DPO: pairs per step; GRPO: completions per step
