@@ -17,6 +17,7 @@ copied unchanged, in seconds.
 
 from __future__ import annotations
 
+import faulthandler
 import shutil
 import sys
 from pathlib import Path
@@ -82,6 +83,7 @@ def main(params: AlignParams) -> None:
 
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a native crash (torch, llama.cpp, SQLite) prints its stack
     try:
         main(load_params("align"))
     except (DataError, FileNotFoundError) as e:

@@ -14,6 +14,7 @@ reruns this check without, by itself, rerunning the stages downstream.
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def main(params_file: Path = PARAMS_FILE) -> None:
 
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a native crash (torch, llama.cpp, SQLite) prints its stack
     try:
         main()
     except DataError as e:

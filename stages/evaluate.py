@@ -17,6 +17,7 @@ without touching these outputs, use ``text2sql evaluate``.
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def main(params: EvaluateParams) -> None:
 
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a native crash (torch, llama.cpp, SQLite) prints its stack
     try:
         main(load_params("evaluate"))
     except DataError as e:

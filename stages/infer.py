@@ -18,6 +18,7 @@ the predictions were made with) and, not tracked, ``metrics/runtime/infer.json``
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def main(params: InferParams) -> None:
 
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a native crash (torch, llama.cpp, SQLite) prints its stack
     try:
         main(load_params("infer"))
     except (DataError, FileNotFoundError) as e:

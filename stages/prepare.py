@@ -14,6 +14,7 @@ succeeds.
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 from dataclasses import asdict
 from itertools import islice
@@ -62,6 +63,7 @@ def main(params: PrepareParams) -> None:
 
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a native crash (torch, llama.cpp, SQLite) prints its stack
     try:
         main(load_params("prepare"))
     except DataError as e:

@@ -19,6 +19,7 @@ process 0 alone writes these files.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import sys
@@ -71,6 +72,7 @@ def main(params: TrainParams) -> None:
 
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a native crash (torch, llama.cpp, SQLite) prints its stack
     try:
         main(load_params("train"))
     except DataError as e:

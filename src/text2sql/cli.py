@@ -7,7 +7,9 @@ Each subcommand lives in ``text2sql.commands.<name>`` and exposes
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
+import io
 import sys
 
 from text2sql import __version__
@@ -36,7 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def enable_faulthandler() -> None:
+    """A native crash (torch, llama.cpp, SQLite) prints every thread's stack to stderr; where
+    ``sys.stderr`` has no file descriptor (a test capturing it), the process's own fd 2."""
+    if faulthandler.is_enabled():
+        return
+    try:
+        faulthandler.enable()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        if sys.__stderr__ is not None:
+            faulthandler.enable(file=sys.__stderr__)
+
+
 def main(argv: list[str] | None = None) -> int:
+    enable_faulthandler()
     quiet_known_warnings()
     args = build_parser().parse_args(argv)
     try:

@@ -83,18 +83,18 @@ def load_generator(model_path: str | Path, params: InferParams
     hf: the adapter on its base through transformers (:mod:`text2sql.generation`), shared
     out over the processes of a data-parallel run (:func:`generate_shared`); llama.cpp: a
     GGUF file (:mod:`text2sql.llama_backend`), which runs one sequence at a time
-    (``batch_size`` does not apply).
+    (``batch_size`` does not apply), in a child process that lives as long as the generator.
     """
     if params.backend == "llama.cpp":
-        from text2sql.llama_backend import generate_gguf, load_gguf
+        from text2sql.llama_backend import GGUFModel
 
         if params.load_in_4bit:
             raise DataError("infer.load_in_4bit applies to the hf backend; with llama.cpp the "
                             "GGUF file's own type sets the precision (e.g. model-q4_k_m.gguf)")
-        llm = load_gguf(model_path)
+        gguf = GGUFModel(model_path)  # in a child process: a crash there is an error here
 
         def run_gguf(prompts: Sequence[Any], *, batch_size: int, **settings: Any) -> list[Any]:
-            return generate_gguf(llm, prompts, **settings)
+            return gguf.generate(prompts, **settings)
 
         return run_gguf, {"base_model": str(model_path), "backend": "llama.cpp"}
     from text2sql.generation import choose_base, load_for_inference

@@ -8,13 +8,26 @@ model's end-of-generation tokens. The next token is chosen here from the raw log
 (numpy), so decoding means exactly what it means on the transformers path.
 llama-cpp-python's high-level API runs one sequence at a time; llama.cpp uses every
 core for it, so prompts run one after the other.
+
+Generation runs in a child process (:class:`GGUFModel`, through
+:mod:`text2sql.native_child`): a crash inside llama.cpp (a segmentation fault) becomes a
+:class:`~text2sql.native_child.NativeCrash` naming the file, its format and the signal, and
+the caller (a stage, a test, a server) goes on. :func:`load_gguf` loads in this process, for
+the child itself and for what never decodes (the template and the tokenizer).
+
+Models are loaded with no extra buffer types (``use_extra_bufts = False``): no repacked or
+AMX weight buffers. On Intel CPUs with AMX those crashed ``decode`` on q8_0 and q4_k_m files
+(issue 22), and the repacked kernels round differently from the plain ones, so a file would
+answer differently on a machine that has them. What it costs is measured in
+``bench/bench_llama_build.py`` (README, "llama.cpp build").
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +36,55 @@ from text2sql.gguf_export import import_llama_cpp
 from text2sql.io import DataError
 
 
-def load_gguf(path: str | Path, *, n_ctx: int = 4096, threads: int | None = None) -> Any:
-    """A llama.cpp model from a GGUF file, quiet, using every core (or ``threads``)."""
+def check_gguf_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file() or path.suffix != ".gguf":
         raise DataError(f"{path}: not a GGUF file; the llama.cpp backend needs --model FILE.gguf "
                         "(the export stage writes them: dvc exp run -S "
                         "'export.formats=[gguf-q4_k_m]')")
+    return path
+
+
+def gguf_format(path: str | Path) -> str:
+    """The file's weight type as the export formats name it: ``f16``, ``q8_0``, ``q4_k_m``."""
+    from gguf import GGUFReader, LlamaFileType
+
+    field = GGUFReader(check_gguf_path(path)).get_field("general.file_type")
+    if field is None:
+        return "unknown type"
+    try:
+        return LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_").lower()
+    except ValueError:
+        return f"file type {int(field.contents())}"
+
+
+@contextlib.contextmanager
+def _no_extra_buffer_types(llama_cpp: Any) -> Iterator[None]:
+    """``use_extra_bufts = False`` for the models loaded inside (llama-cpp-python 0.3.36 has no
+    argument for it: ``Llama.__init__`` takes ``llama_model_default_params()`` and sets only
+    the fields it knows, llama_cpp/llama.py ~line 227)."""
+    import llama_cpp.llama as high_level
+
+    default = llama_cpp.llama_model_default_params
+
+    def params() -> Any:
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    high_level.llama_cpp.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        high_level.llama_cpp.llama_model_default_params = default
+
+
+def load_gguf(path: str | Path, *, n_ctx: int = 4096, threads: int | None = None,
+              extra_buffers: bool = False) -> Any:
+    """A llama.cpp model from a GGUF file, in this process: quiet, every core (or
+    ``threads``), no extra buffer types (``extra_buffers=True`` allows them: for
+    bench/bench_llama_build.py). Generate through :class:`GGUFModel` instead."""
+    path = check_gguf_path(path)
     from gguf import GGUFReader
 
     llama_cpp = import_llama_cpp()
@@ -39,8 +94,70 @@ def load_gguf(path: str | Path, *, n_ctx: int = 4096, threads: int | None = None
     trained = reader.get_field(f"{arch.contents() if arch else ''}.context_length")
     if trained is not None:
         n_ctx = min(n_ctx, int(trained.contents()))  # beyond it the model was never trained
-    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
-                           n_threads_batch=threads, verbose=False, seed=0)
+    with contextlib.nullcontext() if extra_buffers else _no_extra_buffer_types(llama_cpp):
+        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
+                               n_threads_batch=threads, verbose=False, seed=0)
+
+
+def build_features() -> set[str]:
+    """The CPU features the installed llama.cpp was compiled for, from
+    ``llama_print_system_info`` (which lists only those built in), e.g. ``{"AVX2", "FMA",
+    "F16C", "REPACK", ...}``: the project's portable build has no ``AVX512`` and no ``AMX_INT8``.
+    """
+    info = import_llama_cpp().llama_print_system_info().decode()
+    features = set()
+    for part in info.split("|"):
+        key, sep, value = part.rpartition("=")
+        key = key.split(":")[-1].strip()
+        if sep and key and value.strip() == "1":
+            features.add(key)
+    return features
+
+
+class LoadedGGUF:
+    """What the child process holds (see :class:`GGUFModel`)."""
+
+    def __init__(self, path: str, n_ctx: int, threads: int | None, extra_buffers: bool) -> None:
+        self.llm = load_gguf(path, n_ctx=n_ctx, threads=threads, extra_buffers=extra_buffers)
+
+    def generate(self, prompts: Sequence[Sequence[dict[str, str]]], **settings: Any
+                 ) -> list[Generation]:
+        return generate_gguf(self.llm, prompts, **settings)
+
+
+class GGUFModel:
+    """A GGUF file loaded by llama.cpp in a child process; :meth:`generate` as
+    :func:`generate_gguf`. A crash there raises :class:`~text2sql.native_child.NativeCrash`
+    naming the file, its format and the signal. Close it (or use it as a context manager).
+    ``env``: variables for the child (e.g. ``LLAMA_CPP_LIB_PATH``: another llama.cpp build)."""
+
+    def __init__(self, path: str | Path, *, n_ctx: int = 4096, threads: int | None = None,
+                 env: dict[str, str] | None = None, extra_buffers: bool = False) -> None:
+        from text2sql.native_child import ChildWorker
+
+        self.path = check_gguf_path(path)
+        self.format = gguf_format(self.path)
+        self._child = ChildWorker("text2sql.llama_backend:LoadedGGUF",
+                                  what=f"llama.cpp on {self.path} ({self.format})", env=env,
+                                  path=str(self.path), n_ctx=n_ctx, threads=threads,
+                                  extra_buffers=extra_buffers)
+
+    @property
+    def pid(self) -> int:
+        return self._child.pid
+
+    def generate(self, prompts: Sequence[Sequence[dict[str, str]]], **settings: Any
+                 ) -> list[Generation]:
+        return self._child.call("generate", [list(p) for p in prompts], **settings)
+
+    def close(self) -> None:
+        self._child.close()
+
+    def __enter__(self) -> GGUFModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def render_prompt(llm: Any, messages: Sequence[dict[str, str]]) -> str:
