@@ -3,7 +3,7 @@
     uv run python bench/bench_gpu.py                    # everything below
     uv run python bench/bench_gpu.py --shapes 1.5b --skip-tests --budget-s 240
 
-1. The CUDA tests (``pytest -m cuda``).
+1. The CUDA tests that need no pipeline run (``pytest -m "cuda and not slow"``).
 2. QLoRA training throughput, Unsloth vs plain PEFT, at the layer shapes of
    Qwen2.5-Coder-1.5B-Instruct and -7B-Instruct with their real vocabularies (151,936 and
    152,064 rows), random weights made from a config on the GPU (no download), 4-bit base,
@@ -14,8 +14,15 @@
    the goal (>= 1.5x tokens/s at the 1.5B shape, <= 0.5x memory, >= 40k real tokens/s).
 3. Batched generation throughput (``bench/bench_infer.py``) with the 1.5B-shape adapter.
 
-Each training run is its own process (Unsloth patches transformers when imported). Runs
-that would start after ``--budget-s`` are skipped and said so.
+Each run does what ``dvc exp run`` does: the train stage's numerics setup first
+(:func:`text2sql.reproducibility.pin_cpu_numerics`, which leaves deterministic algorithms off
+on CUDA), then :func:`text2sql.training.train` with ``train.batching`` decided as the stage
+decides it. The PEFT baseline is the pipeline's own PEFT backend, whose 4-bit base keeps its
+16-bit embeddings and lm_head in 16 bit as Unsloth does (``lora_model.prepare_4bit_for_training``;
+PEFT's ``prepare_model_for_kbit_training`` would cast them to float32). Each training run is
+its own process (Unsloth patches transformers when imported), killed when it would pass
+``--budget-s`` (a hard limit, not only a check before it starts); a run that was not
+started or was killed says so in the table.
 """
 
 from __future__ import annotations
@@ -75,6 +82,9 @@ def build_random_model(shape: str, layers: int | None, out: Path, texts: list[st
 
 def train_worker(args: argparse.Namespace) -> None:
     """One training run (in its own process); prints ``RESULT {metrics}``."""
+    from text2sql.reproducibility import pin_cpu_numerics, threads_per_process
+
+    pin_cpu_numerics(threads_per_process(1))  # as stages/train.py, before torch is imported
     if args.backend == "unsloth":
         from text2sql.lora_model import configure_unsloth_environment
 
@@ -103,12 +113,24 @@ def train_worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(metrics))
 
 
-def run_training(model: Path, backend: str, examples: int, out: Path, batching: str
-                 ) -> dict | str:
+def run_bounded(cmd: list[str], timeout_s: float) -> subprocess.CompletedProcess | str:
+    """``cmd`` run to its end, or killed after ``timeout_s`` (then a line saying so)."""
+    if timeout_s <= 0:
+        return "skipped: time budget"
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"killed: past the time budget ({timeout_s:.0f} s left for it)"
+
+
+def run_training(model: Path, backend: str, examples: int, out: Path, batching: str,
+                 timeout_s: float) -> dict | str:
     cmd = [sys.executable, __file__, "--worker", "--backend", backend, "--model", str(model),
            "--examples", str(examples), "--out", str(out),
            "--batching", batching]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = run_bounded(cmd, timeout_s)
+    if isinstance(proc, str):
+        return proc
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode != 0 or not line:
         return f"failed: {(proc.stderr or proc.stdout)[-1500:]}"
@@ -167,7 +189,9 @@ def main() -> int:
     ap.add_argument("--shapes", default="1.5b,7b")
     ap.add_argument("--layers-7b", type=int, default=8, help="decoder layers of the 7B shape")
     ap.add_argument("--examples", type=int, default=320, help="training examples per run")
-    ap.add_argument("--budget-s", type=float, default=450, help="start no run after this")
+    ap.add_argument("--budget-s", type=float, default=450,
+                    help="hard limit in seconds for everything (a run past it is killed)")
+    ap.add_argument("--tests-s", type=float, default=120, help="limit for the CUDA tests")
     ap.add_argument("--skip-tests", action="store_true")
     ap.add_argument("--skip-generation", action="store_true")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -187,14 +211,20 @@ def main() -> int:
         print("bench_gpu: no CUDA GPU here; run it on a machine with one", file=sys.stderr)
         return 2
     start = time.monotonic()
+
+    def left() -> float:
+        return args.budget_s - (time.monotonic() - start)
+
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
           f"xformers {package_version('xformers')}, flash-attn {package_version('flash-attn')}")
     if not args.skip_tests:
-        tests = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q",
-                                "-p", "no:cacheprovider", "tests/"], cwd=REPO,
-                               capture_output=True, text=True)
-        print(f"\n## CUDA tests (exit {tests.returncode})\n")
-        print("\n".join(tests.stdout.strip().splitlines()[-15:]))
+        tests = run_bounded([sys.executable, "-m", "pytest", "-m", "cuda and not slow", "-q",
+                             "-p", "no:cacheprovider", "tests/"], min(left(), args.tests_s))
+        if isinstance(tests, str):
+            print(f"\n## CUDA tests: {tests}\n")
+        else:
+            print(f"\n## CUDA tests (exit {tests.returncode})\n")
+            print("\n".join(tests.stdout.strip().splitlines()[-15:]))
     from bench_infer import sample_prompts
 
     _, texts = sample_prompts(8)
@@ -202,18 +232,15 @@ def main() -> int:
     adapter_for_generation = None
     with tempfile.TemporaryDirectory() as tmp:
         for shape in args.shapes.split(","):
-            if time.monotonic() - start > args.budget_s:
+            if left() <= 0:
                 results[shape, "unsloth"] = results[shape, "peft"] = "skipped: time budget"
                 continue
             layers = args.layers_7b if shape == "7b" else None
             model = build_random_model(shape, layers, Path(tmp) / shape, texts)
             for backend in ("unsloth", "peft"):
-                if time.monotonic() - start > args.budget_s:
-                    results[shape, backend] = "skipped: time budget"
-                    continue
                 out = Path(tmp) / f"{shape}-{backend}"
                 results[shape, backend] = run_training(model, backend, args.examples, out,
-                                                      args.batching)
+                                                      args.batching, left())
                 if shape == "1.5b" and backend == "unsloth" and isinstance(results[shape, backend], dict):
                     adapter_for_generation = out
         layers_note = f", 7b with {args.layers_7b} of 28 layers" if "7b" in args.shapes else ""
@@ -223,9 +250,10 @@ def main() -> int:
         print("\n" + "\n".join(goal_lines(results)))
         if not args.skip_generation and adapter_for_generation is not None:
             print("\n## Batched generation (1.5B shape, 4-bit training adapter)\n")
-            subprocess.run([sys.executable, "bench/bench_infer.py", "--adapter",
-                            str(adapter_for_generation), "--n", "32", "--batch-sizes", "1,32",
-                            "--max-new-tokens", "64", "--repeat", "1"], cwd=REPO)
+            gen = run_bounded([sys.executable, "bench/bench_infer.py", "--adapter",
+                               str(adapter_for_generation), "--n", "32", "--batch-sizes", "1,32",
+                               "--max-new-tokens", "64", "--repeat", "1"], left())
+            print(gen if isinstance(gen, str) else gen.stdout[-4000:])
     print(f"\nbench_gpu: {time.monotonic() - start:.0f} s")
     return 0
 

@@ -59,3 +59,16 @@ def test_steady_state_leaves_the_first_steps_out(repo_root):
     ends = [10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0]  # first step slow (compile), then 1 s
     assert steady_real_tokens_per_s(ends, real_tokens=800.0) == pytest.approx(100.0)
     assert steady_real_tokens_per_s([1.0], 10.0) == 0.0
+
+
+def test_a_run_past_the_budget_is_killed_and_said_so(bench_gpu):
+    """The budget is a hard limit: a run still going when it ends is killed, not waited for."""
+    import time
+
+    t0 = time.monotonic()
+    out = bench_gpu.run_bounded([sys.executable, "-c", "import time; time.sleep(30)"], 1.0)
+    assert time.monotonic() - t0 < 10
+    assert out.startswith("killed: past the time budget")
+    assert bench_gpu.run_bounded([sys.executable, "-c", "pass"], 0) == "skipped: time budget"
+    done = bench_gpu.run_bounded([sys.executable, "-c", "print('ok')"], 30)
+    assert done.returncode == 0 and done.stdout.strip() == "ok"

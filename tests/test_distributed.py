@@ -122,6 +122,7 @@ def test_two_processes_infer_byte_identical_predictions(tmp_path_factory):
 
 
 @pytest.mark.cuda
+@pytest.mark.slow  # runs a reduced DVC pipeline first (copy_of_base_run)
 def test_more_processes_than_gpus_is_an_error_before_any_work(tmp_path_factory):
     import torch
 

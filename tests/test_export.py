@@ -236,3 +236,187 @@ def test_infer_stage_refuses_the_llama_cpp_backend(tmp_path, monkeypatch):
     run = subprocess.run([sys.executable, str(REPO / "stages" / "infer.py")],
                          capture_output=True, text=True)
     assert run.returncode != 0 and "text2sql predict --backend llama.cpp" in run.stderr
+
+
+def test_llama_cpp_is_the_portable_build():
+    """pyproject.toml builds llama.cpp for x86-64-v3 on every machine (issue 22): no AVX-512,
+    no AMX kernels, whatever CPU built it. A library built for its own machine fails here:
+    reinstall it with `uv sync --reinstall-package llama-cpp-python`."""
+    import platform
+
+    from text2sql.llama_backend import build_features
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip(f"the fixed ISA is an x86-64 one; this machine is {platform.machine()}")
+    features = build_features()
+    assert {"AVX", "AVX2", "FMA", "F16C", "BMI2"} <= features, features
+    assert not {f for f in features if f.startswith(("AVX512", "AMX", "AVX_VNNI"))}, features
+
+
+def test_a_crash_in_llama_cpp_names_the_file_the_format_and_the_signal(exported, eval_rows):
+    """The real llama.cpp child, generating from the q8_0 file, dies by SIGSEGV: the caller
+    gets an error naming the file, its format and the signal, and goes on."""
+    import os
+    import signal
+    import threading
+
+    from text2sql.llama_backend import GGUFModel
+    from text2sql.native_child import NativeCrash
+
+    out, _ = exported
+    gguf = GGUFModel(out / "model-q8_0.gguf")
+    assert gguf.format == "q8_0"
+    first = gguf.generate([eval_rows[0]["prompt"]], max_new_tokens=4,
+                          progress=False)
+    assert len(first) == 1 and first[0].new_tokens >= 1
+    # killed in the middle of a long generation (400 prompts take far longer than 1 s)
+    timer = threading.Timer(1.0, os.kill, (gguf.pid, signal.SIGSEGV))
+    timer.start()
+    with pytest.raises(NativeCrash) as e:
+        gguf.generate([r["prompt"] for r in eval_rows] * 50, max_new_tokens=80, progress=False)
+    timer.cancel()
+    message = str(e.value)
+    assert f"llama.cpp on {out / 'model-q8_0.gguf'} (q8_0)" in message
+    assert "killed by signal SIGSEGV" in message and "while running generate" in message
+    with GGUFModel(out / "model-q4_k_m.gguf") as again:  # this process goes on
+        assert again.format == "q4_k_m"
+        assert len(again.generate([eval_rows[0]["prompt"]], max_new_tokens=4,
+                                  progress=False)) == 1
+
+
+def test_the_merge_is_float32_where_the_machine_would_load_bfloat16(tiny_adapter, tmp_path,
+                                                                    monkeypatch):
+    """Issue 23.2: on a GPU the base loads in bfloat16, and a LoRA delta merged into bfloat16
+    weights is rounded away. The export merge is float32 on the CPU whatever the machine
+    chooses, and each f16 GGUF tensor is that float32 merge rounded once to f16."""
+    import shutil
+
+    import numpy as np
+    import torch
+    from gguf import GGUFReader
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    import text2sql.generation as generation
+    from text2sql.export import merge_adapter
+    from text2sql.gguf_export import convert_to_gguf
+
+    base_dir, adapter = tmp_path / "base-bf16", tmp_path / "adapter"
+    AutoModelForCausalLM.from_pretrained(tiny_adapter / "base_model", dtype=torch.bfloat16
+                                         ).save_pretrained(base_dir)
+    shutil.copytree(tiny_adapter, adapter, ignore=shutil.ignore_patterns("base_model"))
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": str(base_dir)}))
+    # what a GPU machine decides; without the fix the merge loaded the base there in bf16
+    monkeypatch.setattr(generation, "compute_precision", lambda: "bfloat16")
+
+    merged = load_file(merge_adapter(adapter, tmp_path / "merged") / "model.safetensors")
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    expected = PeftModel.from_pretrained(base, adapter).merge_and_unload().state_dict()
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert merged[name].dtype == torch.float32
+    assert torch.equal(merged[name], expected[name])
+    delta = merged[name] - load_file(base_dir / "model.safetensors")[name].float()
+    assert delta.abs().max() > 0  # the adapter changed the weight
+    # a bfloat16 merge loses part of that delta: the reason for float32
+    assert not torch.equal(expected[name].to(torch.bfloat16).float(), expected[name])
+
+    gguf = GGUFReader(convert_to_gguf(tmp_path / "merged", tmp_path / "m.gguf", name="t"))
+    q = next(t for t in gguf.tensors if t.name == "blk.0.attn_q.weight")
+    assert q.tensor_type.name == "F16"
+    np.testing.assert_array_equal(np.asarray(q.data).reshape(expected[name].shape),
+                                  expected[name].to(torch.float16).numpy())
+
+
+def test_the_card_names_the_tensor_types_a_q4_k_m_file_really_holds(tmp_path):
+    """Issue 23.9: at Qwen2.5-0.5B's hidden size (896, not a multiple of the k-quants' 256)
+    most of a q4_k_m file is not Q4_K; the card says what was written."""
+    from text2sql.gguf_export import (convert_to_gguf, describe_tensor_types, quantize_gguf,
+                                      tensor_types)
+    from text2sql.tiny_model import build_tiny_model
+
+    model = build_tiny_model(["SELECT name FROM singer WHERE age > 30"] * 20, tmp_path / "m",
+                             hidden_size=896, intermediate_size=4864, num_hidden_layers=1,
+                             num_attention_heads=14, num_key_value_heads=2, vocab_size=300,
+                             seed=0)
+    f16 = convert_to_gguf(model, tmp_path / "model-f16.gguf", name="t")
+    q4 = tensor_types(quantize_gguf(f16, tmp_path / "model-q4_k_m.gguf", "q4_k_m"))
+    total = sum(q4.values())
+    assert q4.get("Q4_K", 0) / total < 0.5, q4  # asked q4_k_m; mostly other types
+    assert {"Q5_0", "Q8_0"} & q4.keys(), q4
+    text = describe_tensor_types(q4)
+    assert text.startswith(next(iter(q4))) and "%" in text
+    assert tensor_types(f16).keys() <= {"F16", "F32"}
+
+
+GO_RENDER = """package main
+
+import (
+	"encoding/json"
+	"os"
+	"text/template"
+)
+
+type Message struct{ Role, Content string }
+
+func main() {
+	var data struct {
+		System   string
+		Messages []Message
+	}
+	src, _ := os.ReadFile(os.Args[1])
+	raw, _ := os.ReadFile(os.Args[2])
+	if err := json.Unmarshal(raw, &data); err != nil {
+		panic(err)
+	}
+	t := template.Must(template.New("m").Parse(string(src)))
+	if err := t.Execute(os.Stdout, data); err != nil {
+		panic(err)
+	}
+}
+"""
+
+
+def test_the_ollama_template_renders_as_the_chat_template_does(tiny_adapter, tmp_path):
+    """Issue 23.9: rendered by Go's text/template (the engine Ollama runs), the Modelfile
+    template gives transformers' text: a generation prompt after a user turn; after a
+    trailing assistant message, that message left open and no new prompt (as Ollama's own
+    qwen2.5-coder template, and transformers' continue_final_message)."""
+    import os
+    import shutil
+    import subprocess
+
+    from transformers import AutoTokenizer
+
+    from text2sql.modelfile import ollama_template, role_blocks
+
+    if shutil.which("go") is None:
+        pytest.skip("needs Go (Debian's golang-go; .ci/run installs it) to render the template")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_adapter)
+    template = ollama_template(role_blocks(lambda m, g: tokenizer.apply_chat_template(
+        m, tokenize=False, add_generation_prompt=g)))
+    (tmp_path / "main.go").write_text(GO_RENDER)
+    (tmp_path / "t.tmpl").write_text(template)
+    binary = tmp_path / "render"
+    subprocess.run(["go", "build", "-o", str(binary), str(tmp_path / "main.go")], check=True,
+                   cwd=tmp_path, env={**os.environ, "GOCACHE": str(tmp_path / "cache"),
+                                      "GO111MODULE": "off"})
+
+    def ollama(system, messages):
+        (tmp_path / "d.json").write_text(json.dumps({"System": system, "Messages": [
+            {"Role": m["role"], "Content": m["content"]} for m in messages]}))
+        return subprocess.run([str(binary), str(tmp_path / "t.tmpl"), str(tmp_path / "d.json")],
+                              check=True, capture_output=True, text=True).stdout
+
+    system = {"role": "system", "content": "Answer in SQL."}
+    asked = [{"role": "user", "content": "How many singers?"}]
+    answered = [*asked, {"role": "assistant", "content": "SELECT count(*) FROM singer"},
+                {"role": "user", "content": "And older than 30?"}]
+    for messages in (asked, answered):
+        assert ollama(system["content"], messages) == tokenizer.apply_chat_template(
+            [system, *messages], tokenize=False, add_generation_prompt=True)
+    prefilled = [*asked, {"role": "assistant", "content": "SELECT"}]
+    assert ollama(system["content"], prefilled) == tokenizer.apply_chat_template(
+        [system, *prefilled], tokenize=False, continue_final_message=True)

@@ -71,3 +71,28 @@ def test_training_modules_import_without_torch():
             "print(sorted(m for m in ('torch', 'transformers', 'unsloth', 'dvc') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_a_4bit_base_is_prepared_without_float32_copies(checkpointing):
+    """Issue 23.8: PEFT's prepare_model_for_kbit_training casts every 16-bit weight that is
+    not 4-bit (embeddings, lm_head, norms) to float32, memory Unsloth does not spend; the PEFT
+    path freezes them in their own dtype instead (the 4-bit layers themselves need CUDA; the
+    rule is the same for every other weight, checked here on a bfloat16 model)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from text2sql.lora_model import prepare_4bit_for_training
+
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=1)).to(torch.bfloat16)
+    before = {n: p.dtype for n, p in model.named_parameters()}
+    model = prepare_4bit_for_training(model, checkpointing)
+    assert {n: p.dtype for n, p in model.named_parameters()} == before
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.is_gradient_checkpointing is checkpointing
+    if checkpointing:  # inputs carry gradients, so checkpointed frozen layers pass them back
+        out = model.get_input_embeddings()(torch.tensor([[1, 2]]))
+        assert out.requires_grad

@@ -1,11 +1,15 @@
 """The ``export`` stage's core: merged weights, GGUF files, an Ollama Modelfile, a model card.
 
 Every GGUF file is checked before it is kept: the evaluation questions are answered
-greedily by the merged model through transformers and by each GGUF file through
-llama.cpp, and each answer set is scored for execution accuracy (EX). The f16 file must
-write the same SQL as transformers for ``export.min_same_sql`` of the questions, and each
-file's EX may fall at most ``export.max_ex_drop`` below the merged model's; otherwise the
-stage fails and nothing is written.
+greedily by each GGUF file through llama.cpp (in a child process: a crash there is an error
+naming the file), and each answer set is scored for execution accuracy (EX) against the
+reference: the infer stage's greedy answers of the same adapter (what was evaluated), or,
+where infer sampled (``infer.num_samples`` > 1), the merged model's answers through
+transformers. The f16 file must write the reference's SQL for ``export.min_same_sql`` of the
+questions, and each file's EX may fall at most ``export.max_ex_drop`` below the reference's;
+otherwise the stage fails and nothing is written. The card lists the tensor types each file
+really holds (a q4_k_m file of a model whose rows are not a multiple of 256 is mostly q5_0
+and q8_0).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from text2sql.gguf_export import GGUF_FORMATS
 from text2sql.io import DataError, write_text
 
 MERGED = "merged"
+INFER = "infer"  # the reference, when it is the infer stage's predictions
 FORMATS = (MERGED, *GGUF_FORMATS)
 MODELFILE = "Modelfile"
 MODEL_CARD = "README.md"
@@ -39,32 +44,28 @@ class Fidelity:
     fmt: str
     sql: dict[str, str]  # example id -> extracted SQL
     execution_accuracy: float = 0.0
-    same_sql: float = 1.0  # share of questions answered with the merged model's SQL
+    same_sql: float = 1.0  # share of questions answered with the reference's SQL
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
-    """Base + adapter merged, saved in the base's own precision (loadable without PEFT).
+    """Base + adapter merged in float32 on the CPU, saved in float32 (loadable without PEFT).
 
-    Hub bases ship in 16-bit (bfloat16 for Qwen2.5) and are saved so; the built-in toy's
-    base is float32, kept as it is, so the merged model answers exactly as ``infer`` does.
+    Always float32, whatever the machine: on a GPU the base would load in bfloat16, and a
+    LoRA delta merged into bfloat16 weights is rounded to their coarse grid (17-79% of a
+    small delta lost, bench/bench_merge.py), so the GGUF files would be made from, and
+    checked against, a model infer never evaluated. The f16 GGUF is converted from these
+    float32 tensors: each is the float32 merge rounded once, to f16. The merged folder is
+    4 bytes a parameter (pass ``dtype=torch.bfloat16`` to ``from_pretrained`` to halve it).
     """
-    import json
-
     import torch
 
-    from text2sql.generation import choose_base, load_for_inference
+    from text2sql.generation import load_for_inference
 
-    base = choose_base(adapter_dir)
-    model, tokenizer = load_for_inference(adapter_dir)
-    if not base.adapter_merged:
-        model = model.merge_and_unload()
-    config = json.loads((Path(base.path) / "config.json").read_text()) \
-        if (Path(base.path) / "config.json").is_file() else {}
-    dtype = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
+    model, tokenizer = load_for_inference(adapter_dir, precision="float32")  # merged there
     out_dir = Path(out_dir)
-    model.to(getattr(torch, dtype)).save_pretrained(out_dir)
+    model.to(torch.float32).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
 
@@ -86,16 +87,14 @@ def answer_with_transformers(model_dir: Path, rows: Sequence[dict[str, Any]], *,
 
 def answer_with_llama_cpp(gguf_file: Path, rows: Sequence[dict[str, Any]], *,
                           max_new_tokens: int, progress: bool) -> dict[str, str]:
-    """Greedy SQL for each row from a GGUF file, through llama.cpp."""
+    """Greedy SQL for each row from a GGUF file, through llama.cpp (in a child process: a
+    crash there raises NativeCrash naming the file, its format and the signal)."""
     from text2sql.extract import extract_sql
-    from text2sql.llama_backend import generate_gguf, load_gguf
+    from text2sql.llama_backend import GGUFModel
 
-    llm = load_gguf(gguf_file)
-    try:
-        gens = generate_gguf(llm, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens,
+    with GGUFModel(gguf_file) as gguf:
+        gens = gguf.generate([r["prompt"] for r in rows], max_new_tokens=max_new_tokens,
                              progress=progress)
-    finally:
-        llm.close()
     return {r["id"]: extract_sql(g.texts[0]) for r, g in zip(rows, gens, strict=True)}
 
 
@@ -121,12 +120,15 @@ def write_modelfile(out_dir: Path, gguf_name: str, tokenizer: Any) -> Path:
 
 def export_model(adapter_dir: str | Path, out_dir: Path, formats: Sequence[str],
                  rows: Sequence[dict[str, Any]], *, max_new_tokens: int, batch_size: int,
-                 min_same_sql: float, max_ex_drop: float, progress: bool = True
-                 ) -> dict[str, float]:
+                 min_same_sql: float, max_ex_drop: float, progress: bool = True,
+                 reference_sql: dict[str, str] | None = None) -> dict[str, float]:
     """Write the requested ``formats`` into ``out_dir`` (empty, temporary); the metrics.
 
     The merged model and the f16 GGUF are made whenever a GGUF is asked for (they are
-    what the others are made from); they are kept only when asked for.
+    what the others are made from); they are kept only when asked for. ``reference_sql``
+    (example id -> SQL): the infer stage's greedy answers of the same adapter, the
+    reference the GGUF files are held to; without it the merged model answers the rows
+    through transformers first.
     """
     from transformers import AutoTokenizer
 
@@ -157,7 +159,8 @@ def export_model(adapter_dir: str | Path, out_dir: Path, formats: Sequence[str],
             metrics["convert_s"] = round(time.perf_counter() - t0, 2)
         if rows:
             results = check_fidelity(merged, files, rows, max_new_tokens=max_new_tokens,
-                                     batch_size=batch_size, progress=progress)
+                                     batch_size=batch_size, progress=progress,
+                                     reference_sql=reference_sql)
             for r in results:
                 metrics[f"execution_accuracy_{r.fmt}"] = r.execution_accuracy
                 metrics[f"same_sql_{r.fmt}"] = r.same_sql
@@ -178,11 +181,22 @@ def export_model(adapter_dir: str | Path, out_dir: Path, formats: Sequence[str],
 
 
 def check_fidelity(merged: Path, files: dict[str, Path], rows: Sequence[dict[str, Any]], *,
-                   max_new_tokens: int, batch_size: int, progress: bool) -> list[Fidelity]:
-    """EX of the merged model and of each GGUF file, and how often each writes its SQL."""
+                   max_new_tokens: int, batch_size: int, progress: bool,
+                   reference_sql: dict[str, str] | None = None) -> list[Fidelity]:
+    """EX of the reference (infer's answers, or the merged model's) and of each GGUF file,
+    and how often each file writes the reference's SQL."""
     t0 = time.perf_counter()
-    reference = Fidelity(MERGED, answer_with_transformers(
-        merged, rows, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress))
+    if reference_sql is not None:
+        missing = [r["id"] for r in rows if r["id"] not in reference_sql]
+        if missing:
+            raise DataError(f"the infer stage's predictions lack {len(missing)} of the "
+                            f"{len(rows)} questions (first: {missing[0]!r}); run "
+                            "`dvc repro infer` first")
+        reference = Fidelity(INFER, {r["id"]: reference_sql[r["id"]] for r in rows})
+    else:
+        reference = Fidelity(MERGED, answer_with_transformers(
+            merged, rows, max_new_tokens=max_new_tokens, batch_size=batch_size,
+            progress=progress))
     reference.seconds = round(time.perf_counter() - t0, 2)
     results = [reference]
     for fmt in GGUF_FORMATS:
@@ -203,15 +217,16 @@ def check_thresholds(results: Sequence[Fidelity], *, min_same_sql: float,
                      max_ex_drop: float) -> None:
     """Fail when the f16 file strays from transformers or a file loses too much EX."""
     reference = results[0]
+    whose = "the merged model's" if reference.fmt == MERGED else "the infer stage's"
     problems = []
     for r in results[1:]:
         if r.fmt == "gguf-f16" and r.same_sql < min_same_sql:
-            problems.append(f"{r.fmt} writes the merged model's SQL for {r.same_sql:.1%} of the "
+            problems.append(f"{r.fmt} writes {whose} SQL for {r.same_sql:.1%} of the "
                             f"questions (export.min_same_sql: {min_same_sql:.0%})")
         drop = round(reference.execution_accuracy - r.execution_accuracy, 4)
         if drop > max_ex_drop:
-            problems.append(f"{r.fmt} EX {r.execution_accuracy:.4f} is {drop:.4f} below the "
-                            f"merged model's {reference.execution_accuracy:.4f} "
+            problems.append(f"{r.fmt} EX {r.execution_accuracy:.4f} is {drop:.4f} below "
+                            f"{whose} {reference.execution_accuracy:.4f} "
                             f"(export.max_ex_drop: {max_ex_drop})")
     if problems:
         raise DataError("export: the fidelity check failed, nothing was written: "
@@ -225,7 +240,9 @@ def dir_size(path: Path) -> int:
 
 
 def model_card(out_dir: Path, formats: Sequence[str], results: Sequence[Fidelity], n: int) -> str:
-    """The card: each file with its size and sha256, and each format's measured EX."""
+    """The card: each file with its size and sha256, the tensor types each GGUF holds, and
+    each format's measured EX."""
+    from text2sql.gguf_export import describe_tensor_types, tensor_types
     from text2sql.model_card import file_sha256
 
     lines = ["# text2sql export", "",
@@ -236,13 +253,21 @@ def model_card(out_dir: Path, formats: Sequence[str], results: Sequence[Fidelity
     for path in sorted(p for p in out_dir.rglob("*") if p.is_file() and p.name != MODEL_CARD):
         lines.append(f"| {path.relative_to(out_dir)} | {path.stat().st_size} | "
                      f"`{file_sha256(path)}` |")
+    ggufs = sorted(out_dir.glob("*.gguf"))
+    if ggufs:
+        lines += ["", "Tensor types each GGUF file holds (share of its parameters; a k-quant "
+                  "tensor needs rows that are a multiple of 256 long, others fall back):", "",
+                  "| file | tensor types |", "| --- | --- |"]
+        lines += [f"| {p.name} | {describe_tensor_types(tensor_types(p))} |" for p in ggufs]
     if results:
+        reference = ("infer: the infer stage's predictions of the same adapter"
+                     if results[0].fmt == INFER else "merged: transformers, float32")
         lines += ["", f"Execution accuracy on {n} evaluation questions, greedy decoding "
-                  "(merged: transformers; GGUF: llama.cpp). *Same SQL*: share of questions "
-                  "answered with exactly the merged model's SQL.", "",
+                  f"(reference {reference}; GGUF: llama.cpp). *Same SQL*: share of questions "
+                  f"answered with exactly the reference's SQL.", "",
                   "| format | EX | same SQL |", "| --- | ---: | ---: |"]
         for r in results:
-            if r.fmt == MERGED or r.fmt in formats:
+            if r.fmt in (MERGED, INFER) or r.fmt in formats:
                 lines.append(f"| {r.fmt} | {r.execution_accuracy:.4f} | {r.same_sql:.4f} |")
     if (out_dir / MODELFILE).is_file():
         lines += ["", "Run it with Ollama: `ollama create text2sql -f Modelfile` in this folder."]

@@ -101,7 +101,8 @@ def _unsloth_int_to_float() -> dict[str, str]:
     return table if isinstance(table, dict) else {}
 
 
-def choose_base(adapter_dir: str | Path, *, load_in_4bit: bool = False) -> InferenceBase:
+def choose_base(adapter_dir: str | Path, *, load_in_4bit: bool = False,
+                precision: str | None = None) -> InferenceBase:
     """The base inference loads for the adapter in ``adapter_dir``, and how.
 
     The base is the adapter's own ``base_model/`` folder for the built-in model, else
@@ -110,6 +111,8 @@ def choose_base(adapter_dir: str | Path, *, load_in_4bit: bool = False) -> Infer
     16-bit original. The adapter is merged only in float32 (the CPU): merging into
     16-bit weights rounds the small LoRA delta to the weights' coarse grid, while
     keeping it beside them computes it as training did. ``load_in_4bit`` needs CUDA.
+    ``precision``: ``float32`` loads on the CPU in float32 (and merges) whatever the
+    machine has; default: the machine's choice (:func:`compute_precision`).
     """
     adapter_dir = Path(adapter_dir)
     config_file = adapter_dir / "adapter_config.json"
@@ -120,7 +123,7 @@ def choose_base(adapter_dir: str | Path, *, load_in_4bit: bool = False) -> Infer
     if not named:
         raise DataError(f"{config_file}: base_model_name_or_path is empty; set it to the base "
                         "model the adapter was trained on (hub id or local path)")
-    precision = compute_precision()
+    precision = precision or compute_precision()
     if load_in_4bit and precision == "float32":
         raise DataError("infer.load_in_4bit=true needs a CUDA GPU (bitsandbytes); set it to "
                         "false to evaluate on the 16-bit base, in float32 on the CPU")
@@ -155,19 +158,20 @@ def pre_quantized_base(path: str, config_file: Path) -> str:
             "16-bit model (infer.load_in_4bit=true quantizes it to evaluate in 4-bit)")
 
 
-def load_for_inference(adapter_dir: str | Path, *, load_in_4bit: bool = False
-                       ) -> tuple[Any, Any]:
+def load_for_inference(adapter_dir: str | Path, *, load_in_4bit: bool = False,
+                       precision: str | None = None) -> tuple[Any, Any]:
     """The base model with the adapter applied, ready to generate, and its tokenizer.
 
     The base, its precision and whether the adapter is merged are :func:`choose_base`'s
     choice. With ``load_in_4bit`` the 16-bit base is quantized to NF4 on loading (as the
     PEFT training path does) and the adapter kept beside it, never merged into it.
+    ``precision``: see :func:`choose_base`.
     """
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = choose_base(adapter_dir, load_in_4bit=load_in_4bit)
+    base = choose_base(adapter_dir, load_in_4bit=load_in_4bit, precision=precision)
     if base.note:
         print(base.note, file=sys.stderr)
     dtype = getattr(torch, base.precision)

@@ -202,3 +202,26 @@ def read_gguf_info(path: str | Path) -> GgufInfo:
                     eos_token_id=value("tokenizer.ggml.eos_token_id"),
                     eot_token_id=value("tokenizer.ggml.eot_token_id"),
                     tokens=value("tokenizer.ggml.tokens") or [])
+
+
+def tensor_types(path: str | Path) -> dict[str, int]:
+    """How many of the file's parameters each tensor type holds, largest first, e.g.
+    ``{"Q4_K": 300_000_000, "Q6_K": 90_000_000, "F32": 200_000}``.
+
+    A file's name says what was asked for, not what was written: llama.cpp's k-quants work
+    on blocks of 256 values along a row, so a tensor whose rows are not a multiple of 256
+    long (Qwen2.5-0.5B: hidden 896) falls back to another type (q5_0, q8_0) for q4_k_m.
+    """
+    from gguf import GGUFReader
+
+    counts: dict[str, int] = {}
+    for tensor in GGUFReader(path).tensors:
+        counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) \
+            + int(tensor.n_elements)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def describe_tensor_types(counts: dict[str, int]) -> str:
+    """``Q4_K 71.2%, Q6_K 20.1%, F32 0.1%`` (shares of the parameters)."""
+    total = sum(counts.values()) or 1
+    return ", ".join(f"{name} {n / total:.1%}" for name, n in counts.items())

@@ -56,13 +56,23 @@ def role_blocks(render: Render) -> RoleBlocks:
 
 
 def ollama_template(blocks: RoleBlocks) -> str:
-    """The Go template Ollama renders a conversation with (system from ``.System``)."""
+    """The Go template Ollama renders a conversation with (system from ``.System``).
+
+    As Ollama's own qwen2.5-coder template does, a conversation that ends with an assistant
+    message is continued, not answered anew: that message is left open (no end-of-turn after
+    it) and no generation prompt follows. Otherwise the generation prompt comes after the
+    last message, as ``apply_chat_template(..., add_generation_prompt=True)`` writes it.
+    """
     (sb, sa), (ub, ua), (ab, aa) = blocks.system, blocks.user, blocks.assistant
     return ("{{ if .System }}" + sb + "{{ .System }}" + sa + "{{ end }}"
-            "{{ range .Messages }}"
+            "{{ range $i, $_ := .Messages }}"
+            "{{ $last := eq (len (slice $.Messages $i)) 1 }}"
             '{{ if eq .Role "user" }}' + ub + "{{ .Content }}" + ua
-            + '{{ else if eq .Role "assistant" }}' + ab + "{{ .Content }}" + aa
-            + "{{ end }}{{ end }}" + blocks.generation_prompt)
+            + '{{ else if eq .Role "assistant" }}' + ab + "{{ .Content }}"
+            + "{{ if not $last }}" + aa + "{{ end }}"
+            + "{{ end }}"
+            + '{{ if and $last (ne .Role "assistant") }}' + blocks.generation_prompt + "{{ end }}"
+            + "{{ end }}")
 
 
 def render_modelfile(gguf_name: str, template: str, stops: Sequence[str], system: str) -> str:
