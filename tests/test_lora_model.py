@@ -96,3 +96,74 @@ def test_a_4bit_base_is_prepared_without_float32_copies(checkpointing):
     if checkpointing:  # inputs carry gradients, so checkpointed frozen layers pass them back
         out = model.get_input_embeddings()(torch.tensor([[1, 2]]))
         assert out.requires_grad
+
+
+@pytest.fixture
+def unsloth_dispatch(monkeypatch):
+    """Unsloth's real attention dispatch, seen from a faked CUDA GPU of capability 8.0.
+
+    No GPU here: torch.cuda's device queries are replaced (the one part that cannot be
+    real). The dispatch is: no FlashAttention or xformers on this machine, and torch's
+    varlen kernel built, so only Unsloth's gate on that kernel decides.
+    """
+    import torch
+
+    from text2sql.lora_model import resolve_backend
+
+    assert resolve_backend("unsloth") == "unsloth"
+    import unsloth.models  # noqa: F401  (on the CPU `import unsloth` leaves it for later; the dispatch needs it)
+    from unsloth.utils import attention_dispatch as dispatch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert dispatch.select_attention_backend(use_varlen=True) == dispatch.SDPA
+    assert dispatch._TORCH_VARLEN_ATTN is not None
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(False)
+    yield dispatch
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def test_the_packed_attention_probe_sees_deterministic_mode(unsloth_dispatch):
+    import torch
+
+    from text2sql.lora_model import PER_EXAMPLE_SDPA, unsloth_packed_attention
+
+    assert unsloth_packed_attention() == "sdpa (torch varlen)"
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    assert unsloth_packed_attention() == PER_EXAMPLE_SDPA
+
+
+def test_the_packed_attention_probe_sees_a_pre_ampere_gpu(unsloth_dispatch, monkeypatch):
+    import torch
+
+    from text2sql.lora_model import PER_EXAMPLE_SDPA, unsloth_packed_attention
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert unsloth_packed_attention() == PER_EXAMPLE_SDPA
+
+
+def test_auto_batching_pads_where_unsloth_would_refuse_varlen(unsloth_dispatch, monkeypatch,
+                                                                capsys):
+    import torch
+
+    import text2sql.training
+    from text2sql.training import choose_batching
+
+    monkeypatch.setattr(text2sql.training, "has_cuda", lambda: True)
+    params = TrainParams(batching="auto")
+    assert choose_batching(params, "unsloth") == "padding_free"
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    assert choose_batching(params, "unsloth") == "padded"
+    assert "deterministic algorithms off); using padded batches" in capsys.readouterr().out
+    assert choose_batching(TrainParams(batching="padding_free"), "unsloth") == "padding_free"
+
+
+def test_unsloths_varlen_gate_is_the_one_the_probe_mirrors(unsloth_dispatch):
+    """The probe copies a private gate; a new Unsloth that changes it fails here."""
+    import inspect
+
+    gate = inspect.getsource(unsloth_dispatch._torch_varlen_takes)
+    assert "return not torch.are_deterministic_algorithms_enabled()" in gate
+    assert "torch.cuda.get_device_capability(Q.device)[0] < 8" in gate

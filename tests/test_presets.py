@@ -9,8 +9,10 @@ import yaml
 
 from text2sql.cli import main
 from text2sql.io import DataError
-from text2sql.params import load_params
+from text2sql.params import TrainParams, load_params
 from text2sql.presets import GPU_MEMORY_GB, apply_preset, preset_names, preset_train_values
+from text2sql.training_memory import (DESIGN_EXAMPLE_TOKENS, QWEN_CODER_SHAPES,
+                                      activation_bytes_per_token_layer, fits, step_memory_bytes)
 
 PRESETS = ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "qwen2.5-coder-3b", "qwen2.5-coder-7b"]
 
@@ -35,6 +37,31 @@ def test_each_preset_validates_with_what_its_users_pick(repo_root, tmp_path, nam
     other = {k: v for k, v in yaml.safe_load(params_file.read_text()).items() if k != "train"}
     assert other == {k: v for k, v in yaml.safe_load((repo_root / "params.yaml").read_text()).items()
                      if k != "train"}
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("gpu_memory", GPU_MEMORY_GB)
+def test_gradient_checkpointing_is_on_only_where_the_micro_batch_needs_it(repo_root, name,
+                                                                          gpu_memory):
+    """A padded micro-batch of the longest examples fits, and checkpointing (a second forward
+    pass per step) is on only where that micro-batch would not fit without it."""
+    params = TrainParams(**preset_train_values(name, gpu_memory, repo_root / "presets"))
+    shape = QWEN_CODER_SHAPES[params.model_name]
+    tokens = params.batch_size * DESIGN_EXAMPLE_TOKENS
+    assert fits(shape, params.lora.r, tokens, gpu_memory, params.gradient_checkpointing)
+    assert params.gradient_checkpointing == (
+        not fits(shape, params.lora.r, tokens, gpu_memory, checkpointing=False))
+
+
+def test_the_estimate_counts_what_checkpointing_saves():
+    """Per token and layer, 1.5B: (6 x 1536 + 2 x 256 + 2 x 8960) 16-bit values and 14 float32."""
+    shape = QWEN_CODER_SHAPES["Qwen/Qwen2.5-Coder-1.5B-Instruct"]
+    assert activation_bytes_per_token_layer(shape) == 2 * 27648 + 4 * 14
+    without, with_ = (step_memory_bytes(shape, 16, 8 * 2048, c) for c in (False, True))
+    saved = 8 * 2048 * (27 * activation_bytes_per_token_layer(shape) - 2 * 1536 * 28)
+    assert without - with_ == pytest.approx(saved)
+    assert not fits(shape, 16, 8 * 2048, 24, checkpointing=False)  # the old 24 GB preset
+    assert fits(shape, 16, 4 * 2048, 24, checkpointing=False)
 
 
 def test_preset_command_writes_params_as_dvc_does_keeping_comments(repo_root, tmp_path, capsys):

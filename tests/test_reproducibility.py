@@ -30,12 +30,27 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 @x86_only
 def test_pins_take_effect_before_torch_is_imported():
     proc = run_python("import json; from text2sql.reproducibility import pin_cpu_numerics; "
-                      "print(json.dumps(pin_cpu_numerics()))")
+                      "record = pin_cpu_numerics(); import torch; "
+                      "record['deterministic'] = torch.are_deterministic_algorithms_enabled(); "
+                      "print(json.dumps(record))")
     record = json.loads(proc.stdout.splitlines()[-1])
+    assert record["deterministic"] is True  # part of the CPU numerics the results rest on
     assert record["aten_capability"] == "AVX2"  # not the machine's AVX-512
     assert record["threads"] == CPU_THREADS
     assert record["mkl_cbwr"] == "COMPATIBLE" and record["onednn_max_cpu_isa"] == "AVX2"
     assert "torch was imported before" not in proc.stderr
+
+
+def test_on_a_gpu_deterministic_algorithms_stay_off():
+    """Unsloth refuses torch's varlen attention under them (attention_dispatch.py:611).
+
+    No GPU here: torch.cuda.is_available is replaced in the child process, the one place
+    the real GPU cannot exist.
+    """
+    proc = run_python("import torch; torch.cuda.is_available = lambda: True; "
+                      "from text2sql.reproducibility import pin_cpu_numerics; pin_cpu_numerics(); "
+                      "print(torch.are_deterministic_algorithms_enabled())")
+    assert proc.stdout.splitlines()[-1] == "False"
 
 
 @x86_only

@@ -211,7 +211,23 @@ def unsloth_packed_attention() -> str:
         varlen = getattr(dispatch, "_TORCH_VARLEN_ATTN", None) is not None
     except (ImportError, AttributeError):
         return "unknown"
-    return "sdpa (torch varlen)" if varlen else PER_EXAMPLE_SDPA
+    import torch
+
+    if varlen and torch_varlen_takes(tuple(torch.cuda.get_device_capability()),
+                                     torch.are_deterministic_algorithms_enabled()):
+        return "sdpa (torch varlen)"
+    return PER_EXAMPLE_SDPA
+
+
+def torch_varlen_takes(capability: tuple[int, int], deterministic: bool) -> bool:
+    """Whether Unsloth would run torch's varlen kernel on a GPU of ``capability``.
+
+    Its own gate, ``_torch_varlen_takes`` (``unsloth/utils/attention_dispatch.py:581-611``),
+    refuses it below compute capability 8.0 and whenever torch's deterministic algorithms
+    are on (``return not torch.are_deterministic_algorithms_enabled()``); its other
+    conditions (fp16/bf16, head size at most 256) hold for the models trained here.
+    """
+    return capability[0] >= 8 and not deterministic
 
 
 def trainer_precision_flags() -> dict[str, bool]:

@@ -9,7 +9,8 @@ fixes each of these choices before torch is imported, so the training and infere
 stages give bit-identical outputs on every x86-64 CPU with AVX2 (which means any from
 the last ten years); the price is measured in README ("Reproducible runs").
 
-GPUs are not pinned: CUDA kernels add their own float noise (see README).
+GPUs are not pinned: CUDA kernels add their own float noise (see README), and torch's
+deterministic algorithms stay off there (:func:`deterministic_algorithms`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ def threads_per_process(processes: int) -> int:
     return max(1, CPU_THREADS // processes)
 
 
+def deterministic_algorithms(cuda: bool) -> bool:
+    """Whether a stage turns on torch's deterministic algorithms: on the CPU, not on a GPU.
+
+    On the CPU they belong to the pinned numerics the committed results rest on. On a GPU
+    the results are not pinned anyway, and the mode costs: Unsloth then refuses torch's
+    varlen attention (``unsloth/utils/attention_dispatch.py:611``), so a padding-free batch
+    runs one SDPA call per example per layer, and every CUDA allocation is filled
+    (``torch.utils.deterministic.fill_uninitialized_memory``).
+    """
+    return not cuda
+
+
 def pin_cpu_numerics(threads: int = CPU_THREADS) -> dict[str, Any]:
     """Pin the CPU kernels' choices (see the module docstring); returns what is in force.
 
@@ -67,7 +80,8 @@ def pin_cpu_numerics(threads: int = CPU_THREADS) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if deterministic_algorithms(cuda=torch.cuda.is_available()):
+        torch.use_deterministic_algorithms(True, warn_only=True)
     return cpu_numerics()
 
 

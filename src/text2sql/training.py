@@ -139,8 +139,9 @@ def choose_batching(params: TrainParams, backend: str) -> str:
     per_example = (cuda and backend == "unsloth" and params.batching in ("auto", "padding_free")
                    and unsloth_packed_attention() == PER_EXAMPLE_SDPA)
     if per_example:
-        print("train: Unsloth has no FlashAttention, xformers or torch varlen kernel here: it "
-              "would run a padding-free batch's attention once per example"
+        print("train: Unsloth would run a padding-free batch's attention once per example "
+              "here: no FlashAttention or xformers, and torch's varlen kernel is missing or "
+              "refused (it needs compute capability 8.0 and torch's deterministic algorithms off)"
               + ("; using padded batches" if params.batching == "auto" else ""))
     return resolve_batching(params.batching, cuda, per_example)
 
