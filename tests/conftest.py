@@ -44,8 +44,8 @@ def sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def prepared_rows() -> dict[str, list[dict]]:
     """The sample data run through the prepare core with the default params, in memory."""
+    from text2sql.data.prepare import prepare_in_memory
     from text2sql.params import load_params
-    from text2sql.prepare import prepare_in_memory
 
     return prepare_in_memory(load_params("prepare", REPO / "params.yaml"), root=str(REPO))
 
@@ -54,7 +54,7 @@ def prepared_rows() -> dict[str, list[dict]]:
 def tiny_adapter(tmp_path_factory, prepared_rows) -> Path:
     """A built-in model trained briefly (1 epoch, 256 examples): real weights, poor quality."""
     from text2sql.params import load_params
-    from text2sql.training import train
+    from text2sql.training.sft import train
 
     params = load_params("train", REPO / "params.yaml").model_copy(update={"epochs": 1.0})
     out = tmp_path_factory.mktemp("adapter")
@@ -64,7 +64,7 @@ def tiny_adapter(tmp_path_factory, prepared_rows) -> Path:
 
 def pytest_configure(config):
     """Unsloth reads its settings once, when imported: the tests import it directly too."""
-    from text2sql.lora_model import configure_unsloth_environment
+    from text2sql.modeling.lora import configure_unsloth_environment
 
     configure_unsloth_environment()
 

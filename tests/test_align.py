@@ -12,8 +12,8 @@ import pytest
 
 from text2sql.io import DataError
 from text2sql.params import AlignParams, parse_section
-from text2sql.preference_pairs import build_pairs, check_pairs
-from text2sql.rewards import ExecutionReward, Reward
+from text2sql.training.pairs import build_pairs, check_pairs
+from text2sql.training.rewards import ExecutionReward, Reward
 
 GOLD = "SELECT name FROM item WHERE price > 2990"
 
@@ -125,7 +125,7 @@ def test_dpo_trains_and_resumes_after_a_kill(tiny_adapter, prepared_rows, repo_r
                                              capsys):
     """A real DPO run of 4 steps; the same run killed after its checkpoint at step 2 and run
     again resumes there, reads its pairs instead of sampling, and saves the same bytes."""
-    from text2sql.alignment import PAIRS_FILE, select_questions, train_dpo
+    from text2sql.training.align import PAIRS_FILE, select_questions, train_dpo
 
     params = AlignParams(method="dpo", **{**SHORT, "max_steps": 4, "batch_size": 1,
                                           "checkpoint_steps": 2})
@@ -166,7 +166,7 @@ def test_dpo_trains_and_resumes_after_a_kill(tiny_adapter, prepared_rows, repo_r
 def _assert_same_weights(a: Path, b: Path) -> None:
     """The same bytes on the CPU (pinned numerics); on a GPU, whose kernels need not be
     bit-reproducible, the same tensors up to rounding."""
-    from text2sql.lora_model import has_cuda
+    from text2sql.modeling.lora import has_cuda
 
     if not has_cuda():
         assert filecmp.cmp(a, b, shallow=False)
@@ -183,8 +183,8 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 def test_checkpoints_of_another_run_are_discarded(shop, tmp_path, capsys):
     """Other params, or another SFT adapter, make what a killed run left unusable: its
     checkpoints and its cached pairs go, with a message, and nothing is resumed."""
-    from text2sql.alignment import PAIRS_FILE, run_inputs
-    from text2sql.checkpoints import prepare_checkpoints, read_cached, write_cached
+    from text2sql.training.align import PAIRS_FILE, run_inputs
+    from text2sql.training.checkpoints import prepare_checkpoints, read_cached, write_cached
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -222,7 +222,7 @@ def test_grpo_trains_a_step(tiny_adapter, prepared_rows, repo_root, tmp_path, ca
     writes no valid SQL, so every group's rewards are equal: the run stops with the reason
     and writes no adapter (the measured run in README shows GRPO learning). Its checkpoint
     stays, and the run started again resumes from it (its step is the last: nothing to do)."""
-    from text2sql.alignment import select_questions, train_grpo
+    from text2sql.training.align import select_questions, train_grpo
 
     params = AlignParams(method="grpo", **{**SHORT, "checkpoint_steps": 1})
     rows = select_questions(_in_repo(prepared_rows["train"], repo_root), params, "train")
@@ -241,7 +241,7 @@ def test_grpo_trains_a_step(tiny_adapter, prepared_rows, repo_root, tmp_path, ca
 
 
 def test_reward_signal():
-    from text2sql.alignment import check_reward_signal
+    from text2sql.training.align import check_reward_signal
 
     check_reward_signal([{"frac_reward_zero_std": 1.0}, {"frac_reward_zero_std": 0.5}], 4)
     with pytest.raises(DataError, match="every group of 4 completions"):
@@ -251,7 +251,7 @@ def test_reward_signal():
 @pytest.mark.cuda
 def test_grpo_with_unsloth_on_cuda(tiny_adapter, prepared_rows, repo_root, tmp_path):
     """On CUDA the model is loaded with Unsloth (its GRPO path): one step runs."""
-    from text2sql.alignment import select_questions, train_grpo
+    from text2sql.training.align import select_questions, train_grpo
 
     params = AlignParams(method="grpo", **SHORT)
     rows = select_questions(_in_repo(prepared_rows["train"], repo_root), params, "train")

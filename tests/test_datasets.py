@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from text2sql.datasets import (
+from text2sql.data.sources import (
     ColumnMap,
     Dataset,
     Example,

@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from text2sql.generation import (
+from text2sql.inference.hf import (
     choose_base,
     generate,
     load_for_inference,
@@ -40,8 +40,8 @@ def stand_in(tmp_path_factory, prepared_rows):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from text2sql.tiny_model import build_tiny_model
-    from text2sql.training import training_texts
+    from text2sql.modeling.tiny import build_tiny_model
+    from text2sql.training.sft import training_texts
 
     root = tmp_path_factory.mktemp("hub")
     texts = training_texts(prepared_rows["train"][:200])
@@ -261,7 +261,7 @@ def test_on_a_gpu_the_adapter_stays_beside_the_16_bit_base(stand_in, prompts):
     """In bf16/fp16 the adapter is not merged (merging would round its delta away)."""
     from peft import PeftModel
 
-    from text2sql.precision import compute_dtype, compute_precision
+    from text2sql.modeling.precision import compute_dtype, compute_precision
 
     base = choose_base(stand_in[2])
     assert (base.precision, base.adapter_merged) == (compute_precision(), False)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from text2sql.execution import ERROR_KINDS
+from text2sql.sql.sqlite import ERROR_KINDS
 
 TIMEOUT_S = 1.0
 MAX_ROWS = 50
