@@ -176,6 +176,7 @@ class AlignParams(Section):
     seed: int = 0
     logging_steps: int = Field(5, ge=1)
     checkpoint_steps: int = Field(10, ge=1)  # steps between checkpoints in checkpoints/align
+    gradient_checkpointing: bool = False  # recompute activations: less memory, slower steps
 
     @model_validator(mode="after")
     def _whole_groups(self) -> AlignParams:

@@ -1,8 +1,9 @@
 """Aligning the fine-tuned adapter with execution feedback: DPO on sampled pairs, or GRPO.
 
 Both continue training the SFT adapter (``models/adapter``) and keep a frozen copy of it
-as the reference (TRL adds it as a second adapter named ``ref``), so beta / the KL term
-measure the distance from the SFT model, not from the base.
+as the reference, a second adapter named ``ref`` (:func:`add_sft_reference`), so beta / the
+KL term measure the distance from the SFT model, not from the base. The base is loaded as
+training loaded it (the same name, 4-bit when the adapter was trained in 4-bit).
 
 - DPO: sample ``samples_per_question`` answers per training question with the infer
   stage's sampling (:func:`text2sql.inference.hf.generate`), score them with the execution
@@ -10,8 +11,8 @@ measure the distance from the SFT model, not from the base.
   TRL's ``DPOTrainer``.
 - GRPO: TRL's ``GRPOTrainer`` samples groups of completions itself and is rewarded by
   ``execution_match`` and ``valid_sql`` (weights in ``align.reward_weights``). On CUDA the
-  model is loaded with Unsloth (which patches TRL's trainer when imported); on the CPU the
-  same code runs on plain transformers + PEFT.
+  model is loaded with Unsloth, its LoRA kernels installed (it also rewrites TRL's trainer);
+  on the CPU the same code runs on plain transformers + PEFT.
 
 The result is saved in the adapter folder layout that ``infer`` loads (``base_model/`` of
 the built-in model included). With a ``checkpoint_dir`` both write a checkpoint every
@@ -25,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +49,7 @@ DPO_CURVE = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", 
 TRAINER_DIR = ".trainer"  # inside the output folder while training; removed before saving
 GRPO_CURVE = ("loss", "reward", "rewards/execution_match/mean", "rewards/valid_sql/mean", "kl")
 PAIRS_FILE = "dpo_pairs.json"  # in the checkpoint folder: the sampled pairs, for a resumed run
+REF_ADAPTER = "ref"  # the frozen SFT copy, under the name TRL's trainers score the reference with
 
 
 def pass_through(adapter_dir: Path, out_dir: Path) -> None:
@@ -88,28 +91,110 @@ def import_unsloth() -> bool:
     return backend == "unsloth" and has_cuda()
 
 
-def load_trainable(adapter_dir: Path, *, unsloth: bool = False) -> tuple[Any, Any]:
-    """The base model with the SFT adapter loaded trainable, and the adapter's tokenizer."""
+@dataclasses.dataclass(frozen=True)
+class AlignBase:
+    """The base model align loads under the SFT adapter, and how."""
+
+    path: str  # what the loader reads: the name training gave its loader, or base_model/
+    load_in_4bit: bool  # as the SFT adapter was trained (on CUDA; the CPU has no 4-bit)
+    precision: str  # bfloat16 | float16 | float32: what the model computes in
+    note: str = ""  # why it is not loaded as the adapter was trained, if it is not
+
+
+def trained_in_4bit(adapter_dir: Path) -> bool:
+    """Whether the SFT adapter was trained on a 4-bit base: ``model.load_in_4bit`` in the
+    ``provenance.json`` the train stage writes beside it (False for an adapter without one)."""
+    from text2sql.runtime.provenance import PROVENANCE_FILE
+
+    record_file = adapter_dir / PROVENANCE_FILE
+    if not record_file.is_file():
+        return False
+    return bool(json.loads(record_file.read_text()).get("model", {}).get("load_in_4bit", False))
+
+
+def choose_align_base(adapter_dir: Path, *, cuda: bool) -> AlignBase:
+    """The base to continue training the SFT adapter on: as training loaded it.
+
+    On CUDA the name is the one training gave its loader (``train.model_name``, which
+    ``adapter_config.json`` records), 4-bit when the adapter was trained in 4-bit: Unsloth
+    resolves that pair to the checkpoint training read (``unsloth/...-bnb-4bit`` for 4-bit), so
+    no second copy is downloaded and the adapter trains on the weights it was fitted to. On the
+    CPU (no bitsandbytes 4-bit) it is the 16-bit base inference loads, in float32, as before.
+    """
+    from text2sql.inference.hf import choose_base
+
+    base = choose_base(adapter_dir)
+    in_4bit = trained_in_4bit(adapter_dir)
+    if not cuda:
+        note = (f"{adapter_dir} was trained on a 4-bit base; 4-bit needs CUDA, so align trains "
+                f"it on the 16-bit {base.path!r} in {base.precision}") if in_4bit else ""
+        return AlignBase(path=base.path, load_in_4bit=False, precision=base.precision, note=note)
+    named = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    local = (adapter_dir / BASE_MODEL_DIR).is_dir()  # the built-in model: read from there
+    return AlignBase(path=base.path if local else named, load_in_4bit=in_4bit,
+                     precision=base.precision)
+
+
+def load_trainable(adapter_dir: Path, *, unsloth: bool = False,
+                   gradient_checkpointing: bool = False) -> tuple[Any, Any]:
+    """The base model (:func:`choose_align_base`) with the SFT adapter loaded trainable, and
+    the adapter's tokenizer.
+
+    With Unsloth the adapter is attached as Unsloth's own loader attaches a saved one,
+    ``PeftModel.from_pretrained`` then ``patch_peft_model`` (unsloth/models/loader.py:2082-2102),
+    which installs its fused LoRA kernels and its gradient checkpointing (off unless asked for).
+    """
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from text2sql.inference.hf import choose_base
-    from text2sql.modeling.lora import complete_tokenizer
+    from text2sql.modeling.lora import complete_tokenizer, has_cuda
 
-    base = choose_base(adapter_dir)
+    base = choose_align_base(adapter_dir, cuda=has_cuda())
+    if base.note:
+        print(f"align: {base.note}", file=sys.stderr)
     dtype = getattr(torch, base.precision)
     tokenizer = complete_tokenizer(AutoTokenizer.from_pretrained(adapter_dir))
     if unsloth:
         from unsloth import FastLanguageModel
 
-        model, _ = FastLanguageModel.from_pretrained(model_name=base.path, dtype=dtype,
-                                                     load_in_4bit=False)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(
-            base.path, dtype=dtype, device_map="cuda" if base.precision != "float32" else None)
+        checkpointing = "unsloth" if gradient_checkpointing else False  # as train passes it
+        model, _ = FastLanguageModel.from_pretrained(
+            model_name=base.path, dtype=dtype, load_in_4bit=base.load_in_4bit,
+            use_gradient_checkpointing=checkpointing)
+        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+        return FastLanguageModel.patch_peft_model(model, checkpointing), tokenizer
+    kwargs: dict[str, Any] = {}
+    if base.load_in_4bit:  # as the PEFT training path quantizes (lora_model.load_lora_model)
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        base.path, dtype=dtype, device_map="cuda" if base.precision != "float32" else None,
+        **kwargs)
+    if base.load_in_4bit:  # as training prepares it: no float32 copies of the 16-bit weights
+        from text2sql.modeling.lora import prepare_4bit_for_training
+
+        model = prepare_4bit_for_training(model, gradient_checkpointing)
     model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
     return model, tokenizer
+
+
+def add_sft_reference(model: Any, adapter_dir: Path) -> None:
+    """Give the built trainer's model the frozen SFT copy ``ref`` where the trainer did not.
+
+    For a PEFT model TRL scores the reference with the adapter ``ref`` when there is one, else
+    with the adapters disabled, i.e. the base model (trl/trainer/grpo_trainer.py:2648-2653).
+    TRL's trainer adds ``ref`` itself (grpo_trainer.py:455-482), but Unsloth's rewrite of it
+    deletes that block on purpose, wanting the base as reference (unsloth/models/rl.py:3779-3792,
+    reason at :4118): then beta would pull toward the un-fine-tuned model. Loaded from
+    ``adapter_dir`` after the trainer is built, the reference is the SFT adapter whichever
+    class the trainer is; the check runs at every step, the optimizer is made in ``train()``.
+    """
+    if REF_ADAPTER not in model.peft_config:
+        model.load_adapter(str(adapter_dir), adapter_name=REF_ADAPTER, is_trainable=False)
 
 
 def save_aligned(model: Any, tokenizer: Any, adapter_dir: Path, out_dir: Path) -> None:
@@ -157,6 +242,8 @@ def _common_args(params: AlignParams, out_dir: Path, checkpoint_dir: Path | None
                 save_strategy="steps" if checkpoint_dir else "no",
                 save_steps=params.checkpoint_steps, save_total_limit=2, report_to="none",
                 use_cpu=not has_cuda(), disable_tqdm=False, beta=params.beta,
+                # TRL's configs default to True (trl/trainer/grpo_config.py:409, dpo_config.py:147)
+                gradient_checkpointing=params.gradient_checkpointing,
                 **trainer_precision_flags())
 
 
@@ -227,7 +314,8 @@ def _start(params: AlignParams, adapter_dir: Path) -> tuple[bool, Any, Any, Exec
     from transformers import set_seed
 
     set_seed(params.seed)
-    model, tokenizer = load_trainable(adapter_dir, unsloth=unsloth)
+    model, tokenizer = load_trainable(adapter_dir, unsloth=unsloth,
+                                      gradient_checkpointing=params.gradient_checkpointing)
     return unsloth, model, tokenizer, ExecutionReward(timeout_s=params.timeout_s,
                                                       max_rows=params.max_rows)
 
@@ -281,6 +369,7 @@ def train_dpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir: 
     trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(pairs),
                          processing_class=tokenizer,
                          callbacks=_callbacks(callbacks, live_dir, resume_from, DPO_CURVE))
+    add_sft_reference(trainer.model, adapter_dir)
     result = _train(trainer, resume_from)
     save_aligned(model, tokenizer, adapter_dir, out_dir)
     if checkpoint_dir:
@@ -327,17 +416,11 @@ def check_reward_signal(history: Sequence[dict[str, Any]], group_size: int) -> N
             "adapter (train.epochs)")
 
 
-def train_grpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir: Path,
-               out_dir: Path, *, checkpoint_dir: Path | None = None,
-               live_dir: Path | None = None, progress: bool = True,
-               callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Train the SFT adapter with GRPO on the execution reward; save it to ``out_dir``.
-
-    ``checkpoint_dir``: as for :func:`train_dpo` (no pairs: GRPO samples as it trains).
-    """
-    start = time.perf_counter()
-    resume_from = _resume_point(params, rows, adapter_dir, checkpoint_dir)
-    unsloth, model, tokenizer, reward = _start(params, adapter_dir)
+def grpo_trainer(params: AlignParams, model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]],
+                 reward: ExecutionReward, adapter_dir: Path, out_dir: Path, *,
+                 checkpoint_dir: Path | None = None, callbacks: Sequence[Any] = ()) -> Any:
+    """TRL's ``GRPOTrainer`` (Unsloth's rewrite of it on CUDA) for the loaded SFT adapter, its
+    KL reference the SFT adapter (:func:`add_sft_reference`; none with ``beta`` 0)."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -352,7 +435,26 @@ def train_grpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir:
                         shuffle_dataset=True)
     trainer = GRPOTrainer(model=model, args=config, train_dataset=dataset,
                           processing_class=tokenizer, reward_funcs=reward_functions(reward),
-                          callbacks=_callbacks(callbacks, live_dir, resume_from, GRPO_CURVE))
+                          callbacks=list(callbacks))
+    if params.beta != 0.0:
+        add_sft_reference(trainer.model, adapter_dir)
+    return trainer
+
+
+def train_grpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir: Path,
+               out_dir: Path, *, checkpoint_dir: Path | None = None,
+               live_dir: Path | None = None, progress: bool = True,
+               callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train the SFT adapter with GRPO on the execution reward; save it to ``out_dir``.
+
+    ``checkpoint_dir``: as for :func:`train_dpo` (no pairs: GRPO samples as it trains).
+    """
+    start = time.perf_counter()
+    resume_from = _resume_point(params, rows, adapter_dir, checkpoint_dir)
+    unsloth, model, tokenizer, reward = _start(params, adapter_dir)
+    trainer = grpo_trainer(params, model, tokenizer, rows, reward, adapter_dir, out_dir,
+                           checkpoint_dir=checkpoint_dir,
+                           callbacks=_callbacks(callbacks, live_dir, resume_from, GRPO_CURVE))
     result = _train(trainer, resume_from)
     history = trainer.state.log_history
     check_reward_signal(history, params.samples_per_question)
