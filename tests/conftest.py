@@ -69,8 +69,29 @@ def pytest_configure(config):
     configure_unsloth_environment()
 
 
+# What a test needs, from the fixtures it uses (directly or through other fixtures). Each of
+# these makes it slow: `uv run pytest -m "not slow"` is the fast tier (README, Development).
+NEEDS = {
+    "tiny_adapter": "training", "stand_in": "training", "tied_model_dir": "training",
+    "workdir": "training", "exported": "training",
+    "pipeline": "dvc", "two_runs": "dvc", "small_repo": "dvc", "repo_copy": "dvc",
+    "queued": "dvc", "clone": "dvc", "two_commits": "dvc", "repo": "dvc", "s3": "dvc",
+    "rebuilt": "dvc", "rebuilt_conversations": "dvc",
+    "cluster": "postgres",
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip ``cuda``-marked tests, with the reason, where no NVIDIA GPU is present."""
+    """Mark each test with what it needs (:data:`NEEDS`; ``browser`` tests are marked where
+    they are written) and ``slow`` when it needs any of it; skip ``cuda``-marked tests, with
+    the reason, where no NVIDIA GPU is present."""
+    for item in items:
+        needs = {NEEDS[name] for name in getattr(item, "fixturenames", ()) if name in NEEDS}
+        needs |= {m for m in ("training", "dvc", "postgres", "browser") if m in item.keywords}
+        for need in sorted(needs):
+            item.add_marker(need)
+        if needs and "slow" not in item.keywords:
+            item.add_marker("slow")
     cuda_items = [item for item in items if "cuda" in item.keywords]
     if not cuda_items:
         return

@@ -384,6 +384,7 @@ def test_grpo_reference_with_unsloths_trainer(tiny_adapter, prepared_rows, repo_
     assert _max_gap(scored["ref_per_token_logps"], with_base, mask) > 0.1
 
 
+@pytest.mark.training
 def test_trainer_configs_checkpoint_only_when_asked(tmp_path):
     """TRL's DPO and GRPO configs default to gradient checkpointing; align's are off unless
     ``align.gradient_checkpointing`` asks."""

@@ -111,6 +111,7 @@ def run_and_measure(mode: str, db: Path, bombs: list[str]) -> tuple[list[dict], 
     return [json.loads(line) for line in stdout.splitlines()], usage.ru_maxrss * 1024
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ask", "vote", "evaluate"])
 def test_every_bomb_ends_on_time_in_bounded_memory(shop, mode):
     before = _digest(shop.parent)

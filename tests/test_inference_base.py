@@ -189,6 +189,7 @@ def unmerged(stand_in, loaded):
     return model.eval(), loaded[1]
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("which", ["loaded", "unmerged"])
 def test_greedy_is_the_argmax_of_the_models_logits_and_scores_are_its_own(which, request,
                                                                           prompts):

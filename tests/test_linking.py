@@ -130,6 +130,7 @@ def test_recall_on_the_sample_data(sample_dir):
     assert recall >= 0.98 and saving >= 0.25
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SPIDER_TRAIN.is_dir(), reason=f"{SPIDER_TRAIN} (real Spider data) is absent")
 def test_recall_bar_on_spider_train():
     """The issue's bar (recall >= 0.98, >= 25% fewer schema tokens), on every 3rd example

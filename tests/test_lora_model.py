@@ -125,6 +125,7 @@ def unsloth_dispatch(monkeypatch):
     torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
+@pytest.mark.slow
 def test_the_packed_attention_probe_sees_deterministic_mode(unsloth_dispatch):
     import torch
 

@@ -27,6 +27,7 @@ def run_python(code: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300, check=True)
 
 
+@pytest.mark.slow
 @x86_only
 def test_pins_take_effect_before_torch_is_imported():
     proc = run_python("import json; from text2sql.runtime.reproducibility import pin_cpu_numerics; "
@@ -53,6 +54,7 @@ def test_on_a_gpu_deterministic_algorithms_stay_off():
     assert proc.stdout.splitlines()[-1] == "False"
 
 
+@pytest.mark.slow
 @x86_only
 def test_a_late_pin_says_the_run_may_not_reproduce():
     proc = run_python("import torch; from text2sql.runtime.reproducibility import pin_cpu_numerics; "

@@ -329,6 +329,7 @@ def test_chat_bad_requests(server):
 
 # --- the page, in headless Chromium --------------------------------------------------------
 
+@pytest.mark.browser
 def test_the_page_asks_the_school_database_and_shows_the_table(server, tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:
