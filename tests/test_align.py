@@ -446,8 +446,8 @@ def test_align_loads_the_base_as_training_did(tiny_adapter, tmp_path, monkeypatc
     import unsloth
 
     import text2sql.modeling.lora as lora_model
-    from text2sql.training.align import choose_align_base, load_trainable
     from text2sql.params import TrainParams
+    from text2sql.training.align import choose_align_base, load_trainable
 
     train = TrainParams(model_name="Qwen/Qwen2.5-Coder-7B-Instruct", load_in_4bit=in_4bit)
     adapter = _adapter_trained_in(tmp_path, tiny_adapter, train, in_4bit)

@@ -17,8 +17,8 @@ def main(adapter: Path, rows_file: Path, out_file: Path) -> None:
     from text2sql.modeling.lora import configure_unsloth_environment
 
     configure_unsloth_environment()
-    from text2sql.training import align as alignment
     from text2sql.params import AlignParams
+    from text2sql.training import align as alignment
     from text2sql.training.rewards import ExecutionReward
 
     alignment.import_unsloth()

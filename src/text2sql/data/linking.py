@@ -20,10 +20,12 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import get_args
 
 import snowballstemmer
 from rapidfuzz.distance import Levenshtein
 
+from text2sql.params import FkParents
 from text2sql.sql.schema import Schema, Table
 
 _STEMMER = snowballstemmer.stemmer("english")
@@ -228,7 +230,7 @@ def add_fk_parents(schema: Schema, tables: Iterable[str]) -> list[str]:
     return [t.name for t in schema.tables if t.name.lower() in keep]
 
 
-FK_PARENTS = ("never", "single", "always")
+FK_PARENTS = get_args(FkParents)  # the one definition: text2sql.params
 
 
 def select_tables(

@@ -267,7 +267,7 @@ def load_splits(params: Any, root: str | None = None) -> tuple[Any, Any]:
     """
     from pathlib import Path
 
-    from text2sql.data.sources import ColumnMap, load_dataset_splits
+    from text2sql.data.sources import load_dataset_splits
 
     def resolve(p: str | None) -> str | None:
         if p is None or root is None or Path(p).is_absolute():
@@ -281,7 +281,7 @@ def load_splits(params: Any, root: str | None = None) -> tuple[Any, Any]:
         params.source, resolve(params.path), params.train_split, params.eval_split,
         params.eval_fraction, params.seed, tables=resolve(params.tables),
         db_dir=resolve(params.db_dir), hf_config=params.hf_config,
-        columns=ColumnMap(c.question, c.query, c.db_id, c.evidence),
+        columns=c,
         hub=params.hub, revision=params.revision,
     )
 

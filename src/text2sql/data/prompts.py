@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from text2sql.data.linking import FK_PARENTS, add_fk_parents, select_tables
+from text2sql.data.linking import add_fk_parents, select_tables
 from text2sql.sql.schema import Schema, to_compact, to_ddl
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -94,8 +94,6 @@ class PromptOptions:
     def __post_init__(self) -> None:
         if self.schema_format not in ("ddl", "compact"):
             raise ValueError(f"schema_format must be 'ddl' or 'compact', got {self.schema_format!r}")
-        if self.fk_parents not in FK_PARENTS:
-            raise ValueError(f"fk_parents must be one of {FK_PARENTS}, got {self.fk_parents!r}")
 
 
 @dataclass

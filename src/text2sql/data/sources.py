@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from text2sql.io import DataError, iter_jsonl, read_json
+from text2sql.params import ColumnParams
 from text2sql.sql.schema import Schema, SqliteSchemas, find_database, load_spider_tables
 from text2sql.sql.sqlite import MissingDatabase
 
@@ -105,16 +106,6 @@ class Dataset:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (id, db_id): no SQLite file
     # Conversations left out for bad input (multi-turn sources; a stream refills it as it is read)
     bad: list[BadConversation] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ColumnMap:
-    """Which field of a JSONL line or a Hugging Face row holds what."""
-
-    question: str = "question"
-    query: str = "query"
-    db_id: str = "db_id"
-    evidence: str | None = "evidence"
 
 
 # ------------------------------------------------------------------ databases
@@ -229,7 +220,7 @@ def _spider_files(root: Path, split: str) -> list[Path]:
     return [root / n for n in names if (root / n).is_file()]
 
 
-def _json_examples(files: list[Path], split: str, dbs: Databases, cols: ColumnMap,
+def _json_examples(files: list[Path], split: str, dbs: Databases, cols: ColumnParams,
                    needs: str) -> list[Example]:
     examples = []
     position = 0  # ids count skipped examples too: an id names the same example either way
@@ -282,7 +273,7 @@ def load_spider_split(root: str | Path, split: str, *, tables: str | Path | None
     dbs = open_databases(tables, db_dir, root / "tables.json", root / "database",
                          skip_missing=skip_missing)
     needs = "every example needs question, query, db_id"
-    return Dataset(_json_examples(files, split, dbs, ColumnMap(), needs), dbs.schemas,
+    return Dataset(_json_examples(files, split, dbs, ColumnParams(), needs), dbs.schemas,
                    dbs.skipped)
 
 
@@ -303,7 +294,7 @@ def load_bird_split(root: str | Path, split: str, *, tables: str | Path | None =
         return None
     dbs = open_databases(tables, db_dir, d / f"{split}_tables.json", d / f"{split}_databases",
                          skip_missing=skip_missing)
-    cols = ColumnMap(query="SQL")
+    cols = ColumnParams(query="SQL")
     needs = "every BIRD example needs question, SQL, db_id"
     return Dataset(_json_examples([d / f"{split}.json"], split, dbs, cols, needs), dbs.schemas,
                    dbs.skipped)
@@ -314,7 +305,7 @@ def load_bird_split(root: str | Path, split: str, *, tables: str | Path | None =
 
 
 
-def iter_jsonl_examples(path: str | Path, dbs: Databases, cols: ColumnMap = ColumnMap(),
+def iter_jsonl_examples(path: str | Path, dbs: Databases, cols: ColumnParams = ColumnParams(),
                         id_prefix: str | None = None,
                         bad: list[BadConversation] | None = None) -> Iterator[Example]:
     """Examples of a JSONL file, one line at a time.
@@ -375,7 +366,7 @@ def _history_turns(history: Any) -> tuple[tuple[Turn, ...], tuple[int | None, st
 
 
 def load_jsonl_split(path: str | Path, split: str, dbs: Databases,
-                     cols: ColumnMap = ColumnMap()) -> Dataset | None:
+                     cols: ColumnParams = ColumnParams()) -> Dataset | None:
     """``<path>/<split>.jsonl`` as a stream, or ``None`` when there is no such file.
 
     A ``path`` that is itself a file is the whole dataset, read as this split.
@@ -508,7 +499,7 @@ def _load_hf(path: str, config: str | None) -> Any:
 
 
 def load_hf_split(data: Any, path: str, split: str, dbs: Databases,
-                  cols: ColumnMap = ColumnMap()) -> Dataset | None:
+                  cols: ColumnParams = ColumnParams()) -> Dataset | None:
     """One split of a loaded Hugging Face ``DatasetDict`` (``None`` when it has no such split)."""
     import datasets
 
@@ -565,7 +556,7 @@ def split_off(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Da
 
 def load_dataset_splits(source: str, path: str, train_split: str, eval_split: str,
                         eval_fraction: float, seed: int, *, tables: str | None = None,
-                        db_dir: str | None = None, columns: ColumnMap | None = None,
+                        db_dir: str | None = None, columns: ColumnParams | None = None,
                         hf_config: str | None = None, hub: str | None = None,
                         revision: str | None = None) -> tuple[Dataset, Dataset]:
     """Train and evaluation datasets from any supported source.
@@ -582,7 +573,7 @@ def load_dataset_splits(source: str, path: str, train_split: str, eval_split: st
         if db_dir is None:
             db_dir = path
         path = str(download_hub_dataset(hub, revision))
-    cols = columns or ColumnMap()
+    cols = columns or ColumnParams()
     if source == "spider":
         def load(split: str) -> Dataset | None:
             return load_spider_split(path, split, tables=tables, db_dir=db_dir)

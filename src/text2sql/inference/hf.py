@@ -177,11 +177,9 @@ def load_for_inference(adapter_dir: str | Path, *, load_in_4bit: bool = False,
     dtype = getattr(torch, base.precision)
     kwargs: dict[str, Any] = {}
     if base.load_in_4bit:
-        from transformers import BitsAndBytesConfig
+        from text2sql.modeling.precision import nf4_config
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype)
+        kwargs["quantization_config"] = nf4_config(dtype)
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     prepare_tokenizer(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(

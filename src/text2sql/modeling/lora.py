@@ -124,13 +124,13 @@ def load_lora_model(params: TrainParams, backend: str, model_path: str,
         )
     else:
         from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        from transformers import AutoModelForCausalLM
+
+        from text2sql.modeling.precision import nf4_config
 
         kwargs: dict[str, Any] = {}
         if params.load_in_4bit:
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=dtype)
+            kwargs["quantization_config"] = nf4_config(dtype)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **kwargs)
         _check_dtype(model, params, backend)
         tied = _has_tied_embeddings(model)

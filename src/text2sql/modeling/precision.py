@@ -57,3 +57,12 @@ def compute_dtype() -> Any:
     import torch
 
     return getattr(torch, compute_precision())
+
+
+def nf4_config(compute_dtype: Any) -> Any:
+    """The 4-bit quantization every 4-bit load uses (QLoRA's: NF4, double quantization,
+    computing in ``compute_dtype``): training, align and infer quantize a base the same way."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute_dtype)

@@ -6,7 +6,6 @@ prompt is built from, whatever the dataset's layout.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

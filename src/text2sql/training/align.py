@@ -166,11 +166,9 @@ def load_trainable(adapter_dir: Path, *, unsloth: bool = False,
         return FastLanguageModel.patch_peft_model(model, checkpointing), tokenizer
     kwargs: dict[str, Any] = {}
     if base.load_in_4bit:  # as the PEFT training path quantizes (lora_model.load_lora_model)
-        from transformers import BitsAndBytesConfig
+        from text2sql.modeling.precision import nf4_config
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype)
+        kwargs["quantization_config"] = nf4_config(dtype)
     model = AutoModelForCausalLM.from_pretrained(
         base.path, dtype=dtype, device_map="cuda" if base.precision != "float32" else None,
         **kwargs)
