@@ -160,14 +160,14 @@ def sample_stats(repo: Path, args: argparse.Namespace) -> dict:
 
     os.chdir(repo)  # db_path in the prepared rows is relative to the repository
     sys.path.insert(0, str(repo / "src"))
-    from text2sql.reproducibility import pin_cpu_numerics
+    from text2sql.runtime.reproducibility import pin_cpu_numerics
 
     pin_cpu_numerics()
-    from text2sql.alignment import load_trainable, sample_and_score, select_questions
     from text2sql.io import iter_jsonl
     from text2sql.params import load_params
-    from text2sql.preference_pairs import build_pairs
-    from text2sql.rewards import ExecutionReward
+    from text2sql.training.align import load_trainable, sample_and_score, select_questions
+    from text2sql.training.pairs import build_pairs
+    from text2sql.training.rewards import ExecutionReward
 
     params = load_params("align").model_copy(update={
         "max_questions": args.max_questions, "samples_per_question": args.samples,

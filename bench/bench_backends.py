@@ -34,13 +34,13 @@ def run_backend(kind: str, path: str, prompts: list, max_new_tokens: int, batch_
     """In a child process: load, generate, report timings, answers and peak memory."""
     t0 = time.perf_counter()
     if kind == "transformers":
-        from text2sql.reproducibility import pin_cpu_numerics
+        from text2sql.runtime.reproducibility import pin_cpu_numerics
 
         pin_cpu_numerics()  # as the infer stage runs it (the llama.cpp child never loads torch)
         t0 = time.perf_counter()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from text2sql.generation import generate
+        from text2sql.inference.hf import generate
 
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype="float32").eval()
@@ -49,7 +49,7 @@ def run_backend(kind: str, path: str, prompts: list, max_new_tokens: int, batch_
         gens = generate(model, tokenizer, prompts, batch_size=batch_size,
                         max_new_tokens=max_new_tokens, progress=False)
     else:
-        from text2sql.llama_backend import generate_gguf, load_gguf
+        from text2sql.inference.llama_cpp import generate_gguf, load_gguf
 
         llm = load_gguf(path)
         load_s = time.perf_counter() - t0
@@ -93,18 +93,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench_infer import sample_prompts
 
-    from text2sql.gguf_export import convert_to_gguf, quantize_gguf
+    from text2sql.export.gguf import convert_to_gguf, quantize_gguf
 
     prompts, texts = sample_prompts(args.n)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.adapter is not None:
-            from text2sql.export import merge_adapter
+            from text2sql.export.pipeline import merge_adapter
 
             merged = merge_adapter(args.adapter, work / "merged")
         else:
+            from text2sql.modeling.tiny import build_tiny_model
             from text2sql.params import load_params
-            from text2sql.tiny_model import build_tiny_model
 
             train = load_params("train", REPO / "params.yaml")
             merged = build_tiny_model(texts, work / "merged", seed=0,

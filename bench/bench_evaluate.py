@@ -27,10 +27,16 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from text2sql.datasets import load_spider_split
-from text2sql.evaluation import EvalConfig, EvalItem, score_items, summarize, unique_gold_queries
+from text2sql.data.sources import load_spider_split
+from text2sql.evaluation.scoring import (
+    EvalConfig,
+    EvalItem,
+    score_items,
+    summarize,
+    unique_gold_queries,
+)
 from text2sql.io import DataError
-from text2sql.workerpool import default_workers
+from text2sql.sql.workerpool import default_workers
 
 REPO = Path(__file__).resolve().parents[1]
 SPIDER_TRAIN = REPO.parent / "shared" / "spider-train"

@@ -15,8 +15,8 @@
 3. Batched generation throughput (``bench/bench_infer.py``) with the 1.5B-shape adapter.
 
 Each run does what ``dvc exp run`` does: the train stage's numerics setup first
-(:func:`text2sql.reproducibility.pin_cpu_numerics`, which leaves deterministic algorithms off
-on CUDA), then :func:`text2sql.training.train` with ``train.batching`` decided as the stage
+(:func:`text2sql.runtime.reproducibility.pin_cpu_numerics`, which leaves deterministic algorithms off
+on CUDA), then :func:`text2sql.training.sft.train` with ``train.batching`` decided as the stage
 decides it. The PEFT baseline is the pipeline's own PEFT backend, whose 4-bit base keeps its
 16-bit embeddings and lm_head in 16 bit as Unsloth does (``lora_model.prepare_4bit_for_training``;
 PEFT's ``prepare_model_for_kbit_training`` would cast them to float32). Each training run is
@@ -64,7 +64,7 @@ def build_random_model(shape: str, layers: int | None, out: Path, texts: list[st
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from text2sql.tiny_model import train_tokenizer
+    from text2sql.modeling.tiny import train_tokenizer
 
     tokenizer = train_tokenizer(texts, vocab_size=4096)  # ids below 4096; the head is full size
     config = Qwen2Config(**shape_config(shape, layers), bos_token_id=None,
@@ -82,20 +82,20 @@ def build_random_model(shape: str, layers: int | None, out: Path, texts: list[st
 
 def train_worker(args: argparse.Namespace) -> None:
     """One training run (in its own process); prints ``RESULT {metrics}``."""
-    from text2sql.reproducibility import pin_cpu_numerics, threads_per_process
+    from text2sql.runtime.reproducibility import pin_cpu_numerics, threads_per_process
 
     pin_cpu_numerics(threads_per_process(1))  # as stages/train.py, before torch is imported
     if args.backend == "unsloth":
-        from text2sql.lora_model import configure_unsloth_environment
+        from text2sql.modeling.lora import configure_unsloth_environment
 
         configure_unsloth_environment()
         import unsloth  # noqa: F401
-    from bench_train import step_timer, steady_real_tokens_per_s
+    from bench_train import steady_real_tokens_per_s, step_timer
 
-    from text2sql.lora_model import unsloth_packed_attention
+    from text2sql.data.prepare import prepare_in_memory
+    from text2sql.modeling.lora import unsloth_packed_attention
     from text2sql.params import LoraParams, load_params
-    from text2sql.prepare import prepare_in_memory
-    from text2sql.training import train
+    from text2sql.training.sft import train
 
     rows = prepare_in_memory(load_params("prepare", REPO / "params.yaml"),
                              root=str(REPO))["train"][: args.examples]

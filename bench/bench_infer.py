@@ -33,9 +33,9 @@ TARGET = 5.0
 
 def sample_prompts(n: int) -> tuple[list[list[dict[str, str]]], list[str]]:
     """``n`` evaluation prompts of the sample data, and the training texts (for the tokenizer)."""
-    from text2sql.datasets import load_spider_split
-    from text2sql.prepare import prepare_examples
-    from text2sql.tiny_model import training_texts
+    from text2sql.data.prepare import prepare_examples
+    from text2sql.data.sources import load_spider_split
+    from text2sql.modeling.tiny import training_texts
 
     root = REPO / "data" / "sample"
     dev, train = load_spider_split(root, "dev"), load_spider_split(root, "train")
@@ -48,13 +48,13 @@ def sample_prompts(n: int) -> tuple[list[list[dict[str, str]]], list[str]]:
 def load_model(adapter: Path | None, texts: list[str], workdir: Path):
     """A trained adapter merged into its base, or the built-in model with random weights."""
     if adapter is not None:
-        from text2sql.generation import load_for_inference
+        from text2sql.inference.hf import load_for_inference
 
         return load_for_inference(adapter)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from text2sql.modeling.tiny import build_tiny_model
     from text2sql.params import load_params
-    from text2sql.tiny_model import build_tiny_model
 
     train = load_params("train", REPO / "params.yaml")
     path = build_tiny_model(texts, workdir / "tiny", seed=0, **train.builtin.model_dump())
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from text2sql.generation import generate
+    from text2sql.inference.hf import generate
 
     prompts, texts = sample_prompts(args.n)
     with tempfile.TemporaryDirectory() as tmp:

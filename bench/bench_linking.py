@@ -23,10 +23,10 @@ from pathlib import Path
 from tabulate import tabulate
 from tqdm import tqdm
 
-from text2sql.datasets import load_spider_split
+from text2sql.data.prepare import PrepareStats, prepare_examples
+from text2sql.data.prompts import PromptOptions
+from text2sql.data.sources import load_spider_split
 from text2sql.io import DataError
-from text2sql.prepare import PrepareStats, prepare_examples
-from text2sql.prompts import PromptOptions
 
 REPO = Path(__file__).resolve().parents[1]
 SPIDER_TRAIN = REPO.parent / "shared" / "spider-train"

@@ -19,7 +19,7 @@ with the export core to f16, q8_0 and q4_k_m, then one chat prompt (a schema and
   in the unpacked ``llama_cpp_python-<version>`` folder, then unzip the wheel and pass its
   ``llama_cpp/lib``.
 
-Every setting runs in its own llama.cpp child process (text2sql.llama_backend.GGUFModel); the
+Every setting runs in its own llama.cpp child process (text2sql.inference.llama_cpp.GGUFModel); the
 rounds alternate the settings (A B C A B C ...), so a drift in the machine's speed hits them
 all. Prints the median seconds per answer, the ratio to "portable" measured round by round
 (median of the per-round ratios), and whether the answer's tokens equal portable's.
@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_model(out: Path, layers: int) -> Path:
     """A Qwen2.5-0.5B-shaped random model, exported to f16, q8_0 and q4_k_m GGUF files."""
-    from text2sql.gguf_export import convert_to_gguf, quantize_gguf
-    from text2sql.tiny_model import build_tiny_model
+    from text2sql.export.gguf import convert_to_gguf, quantize_gguf
+    from text2sql.modeling.tiny import build_tiny_model
 
     texts = ["SELECT name FROM singer WHERE age > 30 ORDER BY name",
              "How many singers are older than 30?", "CREATE TABLE singer (id INTEGER, name TEXT)"
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--formats", default="f16,q8_0,q4_k_m")
     args = parser.parse_args()
 
-    from text2sql.llama_backend import GGUFModel, build_features
+    from text2sql.inference.llama_cpp import GGUFModel, build_features
 
     settings = [("portable", {}, False), ("portable + repack", {}, True)]
     if args.native_lib:

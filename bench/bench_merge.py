@@ -10,7 +10,7 @@ mean absolute error of the answer tokens' log-probabilities, and the share of an
 positions whose argmax token is the float32 model's. ``delta_error`` is how far the
 merged weights' change is from the adapter's delta, relative to the delta
 (||(W + delta rounded) - W - delta|| / ||delta|| over the LoRA-targeted weights).
-The inference core merges in float32 only (see ``text2sql.generation.choose_base``).
+The inference core merges in float32 only (see ``text2sql.inference.hf.choose_base``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def prepared_rows() -> dict[str, list[dict]]:
     """The sample data through the prepare core with the default params, in memory."""
+    from text2sql.data.prepare import prepare_in_memory
     from text2sql.params import load_params
-    from text2sql.prepare import prepare_in_memory
 
     return prepare_in_memory(load_params("prepare", REPO / "params.yaml"), root=str(REPO))
 
@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from text2sql.modeling.tiny import BASE_MODEL_DIR
     from text2sql.params import load_params
-    from text2sql.tiny_model import BASE_MODEL_DIR
-    from text2sql.training import tokenize_example, train
+    from text2sql.training.sft import tokenize_example, train
 
     rows = prepared_rows()
     with tempfile.TemporaryDirectory() as tmp:

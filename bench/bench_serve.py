@@ -53,9 +53,9 @@ MIXES = {"clean": {"question": 1, "sql": 1},
 
 def builtin_adapter(workdir: Path) -> Path:
     """The built-in model trained for a few steps (seconds), as the train stage makes it."""
+    from text2sql.data.prepare import prepare_in_memory
     from text2sql.params import load_params
-    from text2sql.prepare import prepare_in_memory
-    from text2sql.training import train
+    from text2sql.training.sft import train
 
     rows = prepare_in_memory(load_params("prepare", REPO / "params.yaml"), root=str(REPO))["train"]
     params = load_params("train", REPO / "params.yaml").model_copy(update={"epochs": 1.0})

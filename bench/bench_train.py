@@ -63,13 +63,13 @@ def worker(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     if args.backend == "unsloth":
-        from text2sql.lora_model import configure_unsloth_environment
+        from text2sql.modeling.lora import configure_unsloth_environment
 
         configure_unsloth_environment()
         import unsloth  # noqa: F401
+    from text2sql.data.prepare import prepare_in_memory
     from text2sql.params import BuiltinModelParams, load_params
-    from text2sql.prepare import prepare_in_memory
-    from text2sql.training import train
+    from text2sql.training.sft import train
 
     rows = prepare_in_memory(load_params("prepare"))["train"][: args.examples]
     params = load_params("train").model_copy(update={
@@ -129,7 +129,7 @@ def main() -> None:
     if args.backend:
         worker(args)
         return
-    from text2sql.batching import BATCHINGS
+    from text2sql.training.batching import BATCHINGS
 
     results = {(backend, batching): run_one(args, backend, batching)
                for backend in args.backends.split(",") for batching in BATCHINGS}

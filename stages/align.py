@@ -44,7 +44,7 @@ def keep_curves_declared() -> None:
 
 
 def main(params: AlignParams) -> None:
-    from text2sql.alignment import pass_through
+    from text2sql.training.align import pass_through
 
     if not (ADAPTER_DIR / "adapter_config.json").is_file():
         raise DataError(f"{ADAPTER_DIR}: no adapter_config.json; run the train stage first")
@@ -58,14 +58,14 @@ def main(params: AlignParams) -> None:
         write_metrics(METRICS, {"method": "none"})
         print(f"align: method none, {ADAPTER_DIR} -> {OUT_DIR} unchanged")
         return
-    from text2sql.quiet import quiet_known_warnings
-    from text2sql.reproducibility import pin_cpu_numerics
+    from text2sql.runtime.quiet import quiet_known_warnings
+    from text2sql.runtime.reproducibility import pin_cpu_numerics
 
     quiet_known_warnings()
     pin_cpu_numerics()  # before anything imports torch
-    from text2sql.alignment import select_questions, train_dpo, train_grpo
-    from text2sql.model_card import write_alignment_card
-    from text2sql.provenance import PROVENANCE_FILE, write_provenance
+    from text2sql.runtime.model_card import write_alignment_card
+    from text2sql.runtime.provenance import PROVENANCE_FILE, write_provenance
+    from text2sql.training.align import select_questions, train_dpo, train_grpo
 
     rows = select_questions([row for _, row in iter_jsonl(TRAIN_FILE)], params, str(TRAIN_FILE))
     align = train_dpo if params.method == "dpo" else train_grpo

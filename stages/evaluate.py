@@ -21,8 +21,14 @@ import faulthandler
 import sys
 from pathlib import Path
 
-from text2sql.evaluation import (EvalConfig, EvalItem, OutputPaths, score_items, settings_line,
-                                 write_outputs)
+from text2sql.evaluation.scoring import (
+    EvalConfig,
+    EvalItem,
+    OutputPaths,
+    score_items,
+    settings_line,
+    write_outputs,
+)
 from text2sql.io import DataError, iter_jsonl
 from text2sql.params import EvaluateParams, load_params
 

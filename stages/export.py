@@ -11,7 +11,7 @@ reference the GGUF files are held to when infer decoded greedily). Writes ``mode
 loadable with ``AutoModelForCausalLM``), ``model-<type>.gguf`` files, ``Modelfile`` (FROM
 the smallest GGUF) and ``README.md`` (each file's size and sha256, each format's EX), plus
 ``metrics/export.json``. The GGUF files are checked against transformers on the evaluation
-questions first (see :mod:`text2sql.export`); a failed check writes nothing.
+questions first (see :mod:`text2sql.export.pipeline`); a failed check writes nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ METRICS = Path("metrics/export.json")
 
 
 def main(params: ExportParams, infer: InferParams) -> None:
-    from text2sql.export import empty_export
+    from text2sql.export.pipeline import empty_export
 
     if not params.formats:
         with atomic_path(OUT_DIR, is_dir=True) as tmp:
@@ -40,12 +40,12 @@ def main(params: ExportParams, infer: InferParams) -> None:
         print(f"export: no format requested (export.formats is empty) -> {OUT_DIR}")
         return
 
-    from text2sql.quiet import quiet_known_warnings
-    from text2sql.reproducibility import pin_cpu_numerics
+    from text2sql.runtime.quiet import quiet_known_warnings
+    from text2sql.runtime.reproducibility import pin_cpu_numerics
 
     quiet_known_warnings()
     pin_cpu_numerics()  # before anything imports torch
-    from text2sql.export import export_model
+    from text2sql.export.pipeline import export_model
 
     rows = [row for _, row in iter_jsonl(EVAL_FILE)][:params.max_eval_examples]
     reference = None

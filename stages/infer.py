@@ -40,16 +40,16 @@ def main(params: InferParams) -> None:
     if params.history == "predicted" and params.num_processes > 1:
         raise DataError("infer.history=predicted answers a conversation's turns in order, in "
                         "one process: set infer.num_processes=1, or infer.history=gold")
-    from text2sql.quiet import quiet_known_warnings
-    from text2sql.reproducibility import pin_cpu_numerics
+    from text2sql.runtime.quiet import quiet_known_warnings
+    from text2sql.runtime.reproducibility import pin_cpu_numerics
 
     quiet_known_warnings()
     # Every process keeps the one-process thread count: the same kernels, the same answers.
     pin_cpu_numerics()  # before anything imports torch
-    from text2sql.distributed import start_processes
+    from text2sql.runtime.distributed import start_processes
 
     start_processes("infer.num_processes", params.num_processes)
-    from text2sql.inference import check_rows, predict
+    from text2sql.inference.predict import check_rows, predict
 
     rows = check_rows(iter_jsonl(EVAL_FILE), EVAL_FILE, need_db=params.num_samples > 1)
     predicted = predict(rows, ADAPTER_DIR, params)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from text2sql.data.prepare import PrepareStats, load_splits, prepare_examples, prompt_options
 from text2sql.io import DataError, atomic_path, write_json, write_jsonl
 from text2sql.params import PrepareParams, load_params
-from text2sql.prepare import PrepareStats, load_splits, prepare_examples, prompt_options
 
 OUT_DIR = Path("data/prepared")
 METRICS = Path("metrics/prepare.json")

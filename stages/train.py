@@ -36,17 +36,17 @@ METRICS = Path("metrics/train.json")
 
 
 def main(params: TrainParams) -> None:
-    from text2sql.quiet import quiet_known_warnings
-    from text2sql.reproducibility import pin_cpu_numerics, threads_per_process
+    from text2sql.runtime.quiet import quiet_known_warnings
+    from text2sql.runtime.reproducibility import pin_cpu_numerics, threads_per_process
 
     quiet_known_warnings()
     pin_cpu_numerics(threads_per_process(params.num_processes))  # before anything imports torch
-    from text2sql.distributed import is_main_process, output_folder, start_processes
+    from text2sql.runtime.distributed import is_main_process, output_folder, start_processes
 
     start_processes("train.num_processes", params.num_processes)
-    from text2sql.model_card import write_model_card
-    from text2sql.provenance import PROVENANCE_FILE, write_provenance
-    from text2sql.training import train
+    from text2sql.runtime.model_card import write_model_card
+    from text2sql.runtime.provenance import PROVENANCE_FILE, write_provenance
+    from text2sql.training.sft import train
 
     rows = [row for _, row in iter_jsonl(TRAIN_FILE)]
     if not rows:

@@ -44,8 +44,8 @@ def sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def prepared_rows() -> dict[str, list[dict]]:
     """The sample data run through the prepare core with the default params, in memory."""
+    from text2sql.data.prepare import prepare_in_memory
     from text2sql.params import load_params
-    from text2sql.prepare import prepare_in_memory
 
     return prepare_in_memory(load_params("prepare", REPO / "params.yaml"), root=str(REPO))
 
@@ -54,7 +54,7 @@ def prepared_rows() -> dict[str, list[dict]]:
 def tiny_adapter(tmp_path_factory, prepared_rows) -> Path:
     """A built-in model trained briefly (1 epoch, 256 examples): real weights, poor quality."""
     from text2sql.params import load_params
-    from text2sql.training import train
+    from text2sql.training.sft import train
 
     params = load_params("train", REPO / "params.yaml").model_copy(update={"epochs": 1.0})
     out = tmp_path_factory.mktemp("adapter")
@@ -64,13 +64,34 @@ def tiny_adapter(tmp_path_factory, prepared_rows) -> Path:
 
 def pytest_configure(config):
     """Unsloth reads its settings once, when imported: the tests import it directly too."""
-    from text2sql.lora_model import configure_unsloth_environment
+    from text2sql.modeling.lora import configure_unsloth_environment
 
     configure_unsloth_environment()
 
 
+# What a test needs, from the fixtures it uses (directly or through other fixtures). Each of
+# these makes it slow: `uv run pytest -m "not slow"` is the fast tier (README, Development).
+NEEDS = {
+    "tiny_adapter": "training", "stand_in": "training", "tied_model_dir": "training",
+    "workdir": "training", "exported": "training",
+    "pipeline": "dvc", "two_runs": "dvc", "small_repo": "dvc", "repo_copy": "dvc",
+    "queued": "dvc", "clone": "dvc", "two_commits": "dvc", "repo": "dvc", "s3": "dvc",
+    "rebuilt": "dvc", "rebuilt_conversations": "dvc",
+    "cluster": "postgres",
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip ``cuda``-marked tests, with the reason, where no NVIDIA GPU is present."""
+    """Mark each test with what it needs (:data:`NEEDS`; ``browser`` tests are marked where
+    they are written) and ``slow`` when it needs any of it; skip ``cuda``-marked tests, with
+    the reason, where no NVIDIA GPU is present."""
+    for item in items:
+        needs = {NEEDS[name] for name in getattr(item, "fixturenames", ()) if name in NEEDS}
+        needs |= {m for m in ("training", "dvc", "postgres", "browser") if m in item.keywords}
+        for need in sorted(needs):
+            item.add_marker(need)
+        if needs and "slow" not in item.keywords:
+            item.add_marker("slow")
     cuda_items = [item for item in items if "cuda" in item.keywords]
     if not cuda_items:
         return

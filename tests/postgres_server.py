@@ -114,8 +114,8 @@ _TYPES = {"integer": "bigint", "int": "bigint", "real": "double precision", "tex
 def load_sqlite(cluster: Cluster, sqlite_path: Path, db: str) -> None:
     """Create database ``db`` holding ``sqlite_path``'s tables, keys and rows, readable (only
     SELECT) by the role :data:`READER`."""
-    from text2sql.schema import quote_identifier as q
-    from text2sql.schema import schema_from_sqlite
+    from text2sql.sql.schema import quote_identifier as q
+    from text2sql.sql.schema import schema_from_sqlite
 
     schema = schema_from_sqlite(sqlite_path)
     with cluster.admin() as conn:

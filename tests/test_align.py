@@ -7,13 +7,14 @@ import filecmp
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from text2sql.io import DataError
 from text2sql.params import AlignParams, parse_section
-from text2sql.preference_pairs import build_pairs, check_pairs
-from text2sql.rewards import ExecutionReward, Reward
+from text2sql.training.pairs import build_pairs, check_pairs
+from text2sql.training.rewards import ExecutionReward, Reward
 
 GOLD = "SELECT name FROM item WHERE price > 2990"
 
@@ -125,7 +126,7 @@ def test_dpo_trains_and_resumes_after_a_kill(tiny_adapter, prepared_rows, repo_r
                                              capsys):
     """A real DPO run of 4 steps; the same run killed after its checkpoint at step 2 and run
     again resumes there, reads its pairs instead of sampling, and saves the same bytes."""
-    from text2sql.alignment import PAIRS_FILE, select_questions, train_dpo
+    from text2sql.training.align import PAIRS_FILE, select_questions, train_dpo
 
     params = AlignParams(method="dpo", **{**SHORT, "max_steps": 4, "batch_size": 1,
                                           "checkpoint_steps": 2})
@@ -166,7 +167,7 @@ def test_dpo_trains_and_resumes_after_a_kill(tiny_adapter, prepared_rows, repo_r
 def _assert_same_weights(a: Path, b: Path) -> None:
     """The same bytes on the CPU (pinned numerics); on a GPU, whose kernels need not be
     bit-reproducible, the same tensors up to rounding."""
-    from text2sql.lora_model import has_cuda
+    from text2sql.modeling.lora import has_cuda
 
     if not has_cuda():
         assert filecmp.cmp(a, b, shallow=False)
@@ -183,8 +184,8 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 def test_checkpoints_of_another_run_are_discarded(shop, tmp_path, capsys):
     """Other params, or another SFT adapter, make what a killed run left unusable: its
     checkpoints and its cached pairs go, with a message, and nothing is resumed."""
-    from text2sql.alignment import PAIRS_FILE, run_inputs
-    from text2sql.checkpoints import prepare_checkpoints, read_cached, write_cached
+    from text2sql.training.align import PAIRS_FILE, run_inputs
+    from text2sql.training.checkpoints import prepare_checkpoints, read_cached, write_cached
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -222,7 +223,7 @@ def test_grpo_trains_a_step(tiny_adapter, prepared_rows, repo_root, tmp_path, ca
     writes no valid SQL, so every group's rewards are equal: the run stops with the reason
     and writes no adapter (the measured run in README shows GRPO learning). Its checkpoint
     stays, and the run started again resumes from it (its step is the last: nothing to do)."""
-    from text2sql.alignment import select_questions, train_grpo
+    from text2sql.training.align import select_questions, train_grpo
 
     params = AlignParams(method="grpo", **{**SHORT, "checkpoint_steps": 1})
     rows = select_questions(_in_repo(prepared_rows["train"], repo_root), params, "train")
@@ -241,7 +242,7 @@ def test_grpo_trains_a_step(tiny_adapter, prepared_rows, repo_root, tmp_path, ca
 
 
 def test_reward_signal():
-    from text2sql.alignment import check_reward_signal
+    from text2sql.training.align import check_reward_signal
 
     check_reward_signal([{"frac_reward_zero_std": 1.0}, {"frac_reward_zero_std": 0.5}], 4)
     with pytest.raises(DataError, match="every group of 4 completions"):
@@ -251,7 +252,7 @@ def test_reward_signal():
 @pytest.mark.cuda
 def test_grpo_with_unsloth_on_cuda(tiny_adapter, prepared_rows, repo_root, tmp_path):
     """On CUDA the model is loaded with Unsloth (its GRPO path): one step runs."""
-    from text2sql.alignment import select_questions, train_grpo
+    from text2sql.training.align import select_questions, train_grpo
 
     params = AlignParams(method="grpo", **SHORT)
     rows = select_questions(_in_repo(prepared_rows["train"], repo_root), params, "train")
@@ -294,3 +295,188 @@ def test_align_needs_the_sft_adapter(repo_root, tmp_path, monkeypatch):
     with pytest.raises(DataError, match="run the train stage first"):
         stage.main(AlignParams())
     assert not Path("models/aligned").exists()
+
+
+def _sft_and_base_logps(adapter: Path, scored: dict, temperature: float) -> tuple[Any, Any]:
+    """Per-token log-probabilities of the scored completions under the SFT model (a fresh
+    load of ``adapter``) and under its base (adapters disabled), as GRPO scores them."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    sft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(adapter / "base_model"),
+                                    adapter).eval()
+    completion = torch.as_tensor(scored["completion_ids"])
+    ids = torch.cat([torch.as_tensor(scored["prompt_ids"]), completion], 1)
+    mask = torch.cat([torch.as_tensor(scored["prompt_mask"]),
+                      torch.as_tensor(scored["completion_mask"])], 1)
+
+    def logps() -> Any:
+        logits = sft(input_ids=ids, attention_mask=mask).logits[:, -completion.size(1) - 1:-1]
+        return torch.log_softmax(logits.float() / temperature, -1).gather(
+            -1, completion[..., None])[..., 0]
+
+    with torch.no_grad():
+        with_adapter = logps()
+        with sft.disable_adapter():
+            return with_adapter, logps()
+
+
+def _max_gap(a: Any, b: Any, mask: Any) -> float:
+    import torch
+
+    return float((torch.as_tensor(a) - b)[torch.as_tensor(mask).bool()].abs().max())
+
+
+def test_grpo_reference_is_the_sft_adapter(tiny_adapter, prepared_rows, repo_root, tmp_path,
+                                           reward):
+    """The built GRPO trainer (TRL's class, the CPU's) has a frozen ``ref`` adapter with the
+    SFT adapter's weights, scores the reference log-probs with it, not with the base, and
+    leaves gradient checkpointing off."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    from text2sql.training.align import REF_ADAPTER, grpo_trainer, import_unsloth, load_trainable
+
+    params = AlignParams(method="grpo", **SHORT)
+    import_unsloth()
+    model, tokenizer = load_trainable(tiny_adapter)
+    rows = _in_repo(prepared_rows["train"][:2], repo_root)
+    trainer = grpo_trainer(params, model, tokenizer, rows, reward, tiny_adapter, tmp_path / "out")
+    assert trainer.args.gradient_checkpointing is False
+    ref = get_peft_model_state_dict(trainer.model, adapter_name=REF_ADAPTER)
+    sft = load_peft_weights(str(tiny_adapter))
+    assert ref.keys() == sft.keys() and all(torch.equal(ref[k], sft[k]) for k in sft)
+    assert not any(p.requires_grad for n, p in trainer.model.named_parameters()
+                   if f".{REF_ADAPTER}." in n)
+    trainer.model.train()
+    scored = trainer._generate_and_score_completions([dict(trainer.train_dataset[0])] * 2)
+    with_sft, with_base = _sft_and_base_logps(tiny_adapter, scored, params.temperature)
+    mask = scored["completion_mask"]
+    assert _max_gap(scored["ref_per_token_logps"], with_sft, mask) < 1e-5
+    assert _max_gap(scored["ref_per_token_logps"], with_base, mask) > 0.1
+
+
+def test_grpo_reference_with_unsloths_trainer(tiny_adapter, prepared_rows, repo_root, tmp_path):
+    """Unsloth's rewrite of GRPOTrainer (what CUDA runs, generated here on the CPU in a process
+    of its own, since it rebinds TRL's classes) drops TRL's ``ref`` adapter, which would make
+    the base the KL reference; align adds it back, and the trainer scores the reference with
+    the SFT adapter. Unsloth scores in its own kernels, hence the looser tolerance."""
+    import os
+    import subprocess
+    import sys
+
+    rows_file, out_file = tmp_path / "rows.json", tmp_path / "scored.json"
+    rows_file.write_text(json.dumps(_in_repo(prepared_rows["train"][:2], repo_root)))
+    env = {**os.environ, "UNSLOTH_COMPILE_LOCATION": str(tmp_path / "compiled"),
+           "PYTHONPATH": os.pathsep.join([str(repo_root / "src"), str(repo_root),
+                                          os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(repo_root / "tests/unsloth_grpo_reference.py"),
+                           str(tiny_adapter), str(rows_file), str(out_file)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    scored = json.loads(out_file.read_text())
+    assert scored["trainer"] == "UnslothGRPOTrainer" and scored["ref_left_by_trainer"] is False
+    with_sft, with_base = _sft_and_base_logps(tiny_adapter, scored, 1.5)
+    mask = scored["completion_mask"]
+    assert _max_gap(scored["ref_per_token_logps"], with_sft, mask) < 1e-2
+    assert _max_gap(scored["ref_per_token_logps"], with_base, mask) > 0.1
+
+
+@pytest.mark.training
+def test_trainer_configs_checkpoint_only_when_asked(tmp_path):
+    """TRL's DPO and GRPO configs default to gradient checkpointing; align's are off unless
+    ``align.gradient_checkpointing`` asks."""
+    from trl import DPOConfig, GRPOConfig
+
+    from text2sql.training.align import _common_args
+
+    for asked in (False, True):
+        common = _common_args(AlignParams(gradient_checkpointing=asked), tmp_path, None)
+        assert DPOConfig(**common).gradient_checkpointing is asked
+        assert GRPOConfig(**common, num_generations=2).gradient_checkpointing is asked
+    assert AlignParams().gradient_checkpointing is False
+
+
+class _FakeUnsloth:
+    """Stands in for Unsloth's CUDA ``FastLanguageModel``: the CPU backend Unsloth imports here
+    (``unsloth_zoo.cpu.FastCPUModel``) has no ``patch_peft_model``, and the fused LoRA kernels
+    that one installs are Triton (GPU only). Records what it was asked and loads the built-in
+    base with transformers; ``stop`` ends loading at the base (for train's side)."""
+
+    def __init__(self, base_dir: Path, stop: bool = False) -> None:
+        self.base_dir, self.stop, self.loaded, self.patched = base_dir, stop, [], []
+
+    def from_pretrained(self, **kwargs: Any) -> tuple[Any, None]:
+        from transformers import AutoModelForCausalLM
+
+        self.loaded.append(kwargs)
+        if self.stop:
+            raise StopIteration
+        return AutoModelForCausalLM.from_pretrained(self.base_dir), None
+
+    def patch_peft_model(self, model: Any, use_gradient_checkpointing: Any = "unsloth") -> Any:
+        self.patched.append((model, use_gradient_checkpointing))
+        return model
+
+
+def _adapter_trained_in(tmp_path: Path, tiny_adapter: Path, train: Any, in_4bit: bool) -> Path:
+    """The tiny adapter as if trained on ``train.model_name`` (a hub model), with the provenance
+    the train stage writes (stages/train.py)."""
+    from text2sql.runtime.provenance import PROVENANCE_FILE, write_provenance
+
+    adapter = tmp_path / f"adapter_{in_4bit}"
+    shutil.copytree(tiny_adapter, adapter, ignore=shutil.ignore_patterns("base_model"))
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": train.model_name}))
+    write_provenance(adapter / PROVENANCE_FILE, [], params=train.model_dump(),
+                     model={"base_model": train.model_name, "load_in_4bit": in_4bit,
+                            "loaded_model": train.model_name + ("-bnb-4bit" if in_4bit else "")})
+    return adapter
+
+
+@pytest.mark.parametrize("in_4bit", [True, False])
+def test_align_loads_the_base_as_training_did(tiny_adapter, tmp_path, monkeypatch, in_4bit):
+    """On CUDA (decided as there; Unsloth faked, see _FakeUnsloth) align asks Unsloth's loader
+    for the base exactly as training did: the same name, 4-bit when the adapter was trained in
+    4-bit (so Unsloth resolves both to one checkpoint), then attaches the adapter and lets
+    Unsloth patch it, gradient checkpointing off. On the CPU: the 16-bit base, with a note."""
+    import unsloth
+
+    import text2sql.modeling.lora as lora_model
+    from text2sql.params import TrainParams
+    from text2sql.training.align import choose_align_base, load_trainable
+
+    train = TrainParams(model_name="Qwen/Qwen2.5-Coder-7B-Instruct", load_in_4bit=in_4bit)
+    adapter = _adapter_trained_in(tmp_path, tiny_adapter, train, in_4bit)
+    monkeypatch.setattr(lora_model, "has_cuda", lambda: True)
+    trained = _FakeUnsloth(tiny_adapter / "base_model", stop=True)
+    monkeypatch.setattr(unsloth, "FastLanguageModel", trained)
+    with pytest.raises(StopIteration):  # train's own call, stopped once it asked for the base
+        lora_model.load_lora_model(train, "unsloth", train.model_name, 512)
+    aligned = _FakeUnsloth(tiny_adapter / "base_model")
+    monkeypatch.setattr(unsloth, "FastLanguageModel", aligned)
+    model, _ = load_trainable(adapter, unsloth=True)
+    [asked_by_train], [asked_by_align] = trained.loaded, aligned.loaded
+    assert (asked_by_align["model_name"], asked_by_align["load_in_4bit"]) == (
+        asked_by_train["model_name"], asked_by_train["load_in_4bit"]) == (train.model_name, in_4bit)
+    assert asked_by_align["use_gradient_checkpointing"] is False
+    [(patched, checkpointing)] = aligned.patched
+    assert patched is model and checkpointing is False
+    assert model.peft_config["default"].inference_mode is False  # the adapter trains
+    assert choose_align_base(adapter, cuda=True).load_in_4bit is in_4bit
+    on_cpu = choose_align_base(adapter, cuda=False)
+    assert on_cpu.load_in_4bit is False and bool(on_cpu.note) is in_4bit
+
+
+def test_align_base_without_provenance(tiny_adapter):
+    """An adapter without the train stage's provenance (here the built-in model's, trained by
+    the core) is aligned on a 16-bit base: its own ``base_model/``."""
+    from text2sql.training.align import choose_align_base
+
+    for cuda in (True, False):
+        base = choose_align_base(tiny_adapter, cuda=cuda)
+        assert (base.path, base.load_in_4bit, base.note) == (
+            str(tiny_adapter / "base_model"), False, "")

@@ -7,12 +7,12 @@ import sqlite3
 
 import pytest
 
+from text2sql.ask.questions import prompt_row
 from text2sql.cli import build_parser, main
 from text2sql.commands.ask import format_table
-from text2sql.dialect import column_names, transpile
 from text2sql.params import PrepareParams
-from text2sql.questions import prompt_row
-from text2sql.schema import schema_from_sqlite
+from text2sql.sql.dialect import column_names, transpile
+from text2sql.sql.schema import schema_from_sqlite
 
 
 @pytest.fixture()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from text2sql.answer_masking import IGNORE_INDEX
-from text2sql.batching import CountingCollator, make_collator
+from text2sql.training.batching import CountingCollator, make_collator
+from text2sql.training.masking import IGNORE_INDEX
 
 EXAMPLES = [  # token ids and answer-only labels of three examples of different lengths
     {"input_ids": [5, 9, 14, 3, 22, 7, 8], "labels": [IGNORE_INDEX] * 4 + [22, 7, 8]},
@@ -16,7 +16,7 @@ EXAMPLES = [  # token ids and answer-only labels of three examples of different 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from text2sql.tiny_model import train_tokenizer
+    from text2sql.modeling.tiny import train_tokenizer
 
     return train_tokenizer(["SELECT name FROM t WHERE a = 1"] * 3, vocab_size=300)
 
@@ -84,7 +84,7 @@ def test_counting_collator_counts_real_and_padding_tokens(tokenizer):
 
 
 def test_auto_batching_is_padding_free_on_a_gpu_and_padded_on_the_cpu():
-    from text2sql.batching import resolve_batching
+    from text2sql.training.batching import resolve_batching
 
     assert resolve_batching("auto", cuda=True) == "padding_free"
     assert resolve_batching("auto", cuda=False) == "padded"

@@ -60,7 +60,7 @@ if mode == "ask":
         out.append({"seconds": time.monotonic() - start, "outcome": code,
                     "message": err.getvalue()[-200:]})
 elif mode == "vote":
-    from text2sql.consistency import Candidate, choose_all
+    from text2sql.inference.voting import Candidate, choose_all
     for sql in bombs:
         start = time.monotonic()
         [v] = choose_all([(db, [Candidate(sql, sql, -1.0), Candidate(sql, sql, -1.5),
@@ -69,7 +69,7 @@ elif mode == "vote":
         out.append({"seconds": time.monotonic() - start, "outcome": v.errors[0],
                     "chosen": v.chosen})
 else:
-    from text2sql.evaluation import EvalConfig, EvalItem, score_items
+    from text2sql.evaluation.scoring import EvalConfig, EvalItem, score_items
     items = [EvalItem(str(k), "shop", db, "q", "SELECT count(*) FROM item", sql)
              for k, sql in enumerate(bombs)]
     start = time.monotonic()
@@ -111,6 +111,7 @@ def run_and_measure(mode: str, db: Path, bombs: list[str]) -> tuple[list[dict], 
     return [json.loads(line) for line in stdout.splitlines()], usage.ru_maxrss * 1024
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ask", "vote", "evaluate"])
 def test_every_bomb_ends_on_time_in_bounded_memory(shop, mode):
     before = _digest(shop.parent)

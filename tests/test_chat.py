@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from text2sql.ask.questions import prompt_row, read_schema
 from text2sql.cli import main
 from text2sql.commands.chat import Conversation
 from text2sql.params import PrepareParams
-from text2sql.questions import prompt_row, read_schema
 
 REPO = Path(__file__).resolve().parents[1]
 SCHOOL = REPO / "data" / "sample" / "database" / "school" / "school.sqlite"

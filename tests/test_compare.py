@@ -6,8 +6,14 @@ import sqlite3
 
 import pytest
 
-from text2sql.compare import (exact_match, normalize_sql, order_matters, prepare_for_execution,
-                              remove_distinct, results_match)
+from text2sql.evaluation.compare import (
+    exact_match,
+    normalize_sql,
+    order_matters,
+    prepare_for_execution,
+    remove_distinct,
+    results_match,
+)
 
 # (name, gold rows, predicted rows, order matters, expected)
 TRICKY_PAIRS = [
@@ -151,7 +157,7 @@ def test_exact_match_of_a_join_loop_returns_at_once():
     """sqlglot's parser is exponential in bare JOINs; a looping model writes dozens."""
     import time
 
-    from text2sql.compare import exact_match
+    from text2sql.evaluation.compare import exact_match
 
     start = time.perf_counter()
     assert not exact_match("SELECT 1", "SELECT T1 " + "JOIN products AS T1 " * 40)

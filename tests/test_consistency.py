@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from text2sql.consistency import Candidate, choose, vote
-from text2sql.execution import ExecResult, open_readonly
+from text2sql.inference.voting import Candidate, choose, vote
+from text2sql.sql.sqlite import ExecResult, open_readonly
 
 
 @pytest.fixture()

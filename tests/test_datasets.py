@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from text2sql.datasets import (
-    ColumnMap,
+from text2sql.data.sources import (
     Dataset,
     Example,
     ExampleStream,
@@ -22,6 +21,7 @@ from text2sql.datasets import (
     split_off,
 )
 from text2sql.io import DataError
+from text2sql.params import ColumnParams
 
 
 def make_db(path: Path, rows: int = 3) -> Path:
@@ -273,7 +273,7 @@ def test_hf_saved_dataset_with_column_mapping(tmp_path, db_dir, monkeypatch):
     datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows),
                           "validation": datasets.Dataset.from_dict(rows)}
                          ).save_to_disk(str(tmp_path / "hf"))
-    cols = ColumnMap(question="text", query="sql", db_id="database", evidence=None)
+    cols = ColumnParams(question="text", query="sql", db_id="database", evidence=None)
     train, evals = load_dataset_splits("hf", str(tmp_path / "hf"), "train", "validation", 0.1, 0,
                                        db_dir=str(db_dir), columns=cols)
     got = list(train.examples)
@@ -282,7 +282,7 @@ def test_hf_saved_dataset_with_column_mapping(tmp_path, db_dir, monkeypatch):
     assert len(list(evals.examples)) == 2
     with pytest.raises(DataError, match=r"missing column\(s\) \['question'\].*prepare.columns"):
         load_dataset_splits("hf", str(tmp_path / "hf"), "train", "validation", 0.1, 0,
-                            db_dir=str(db_dir), columns=ColumnMap(query="sql", db_id="database"))
+                            db_dir=str(db_dir), columns=ColumnParams(query="sql", db_id="database"))
 
 
 def test_hf_load_dataset_on_local_files(tmp_path, db_dir, monkeypatch):

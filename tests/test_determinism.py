@@ -20,8 +20,14 @@ import yaml
 
 from tests.pipeline_run import TIMINGS, base_run, copy_of_base_run, dvc, report_timings
 from text2sql.io import DataError
-from text2sql.provenance import (collect_provenance, data_hash, dir_md5, file_md5,
-                                 source_md5, write_provenance)
+from text2sql.runtime.provenance import (
+    collect_provenance,
+    data_hash,
+    dir_md5,
+    file_md5,
+    source_md5,
+    write_provenance,
+)
 
 # Outputs compared after the second run: folders are compared file by file.
 COMPARED = ["data/prepared", "data/predictions", "data/evaluation", "metrics/eval.json",

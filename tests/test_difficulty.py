@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from text2sql.difficulty import LEVELS, Components, count_components, difficulty, hardness
+from text2sql.evaluation.difficulty import (
+    LEVELS,
+    Components,
+    count_components,
+    difficulty,
+    hardness,
+)
 
 # Spider dev gold queries with the level the official evaluation.py gives them
 # (as listed in a published DuoRAT error analysis), and the four examples of the

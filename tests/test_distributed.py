@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from tests.pipeline_run import base_run, copy_of_base_run, dvc, env, run
-from text2sql.distributed import process_problem
 from text2sql.io import DataError
 from text2sql.params import TrainParams, parse_section
+from text2sql.runtime.distributed import process_problem
 
 
 def test_global_batch_size_sets_the_accumulation_for_any_process_count():

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from text2sql import evaluation as ev
-from text2sql import execution as ex
-from text2sql.evaluation import EvalConfig, EvalItem, score_items, summarize
+from text2sql.evaluation import scoring as ev
+from text2sql.evaluation.scoring import EvalConfig, EvalItem, score_items, summarize
+from text2sql.sql import sqlite as ex
 
 
 @pytest.fixture(scope="module")

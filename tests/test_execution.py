@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from text2sql import execution as ex
-from text2sql.evaluation import EvalConfig, EvalItem, score_items
+from text2sql.evaluation.scoring import EvalConfig, EvalItem, score_items
+from text2sql.sql import sqlite as ex
 
 
 @pytest.mark.parametrize("sql,kind", [

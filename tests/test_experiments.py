@@ -26,9 +26,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.pipeline_run import (TIMINGS, VENV_BIN, copy_of_base_run, dvc, git, report_timings,
-                                run)
-from text2sql.report import fmt
+from tests.pipeline_run import TIMINGS, VENV_BIN, copy_of_base_run, dvc, git, report_timings, run
+from text2sql.evaluation.report import fmt
 
 EXPERIMENTS = {"half-epoch": ("train", "epochs", 0.5),
                "short-answers": ("infer", "max_new_tokens", 8)}

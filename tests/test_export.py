@@ -24,7 +24,7 @@ def eval_rows(prepared_rows):
 def exported(tiny_adapter, eval_rows, tmp_path_factory):
     """Every format exported from the tiny adapter, measured on a few evaluation questions
     (thresholds off here: test_fidelity_f16_matches_transformers checks them)."""
-    from text2sql.export import export_model
+    from text2sql.export.pipeline import export_model
 
     out = tmp_path_factory.mktemp("export") / "export"
     out.mkdir()
@@ -67,7 +67,7 @@ def test_no_formats_is_a_quick_no_op(tmp_path, monkeypatch):
 
 
 def test_an_architecture_llama_cpp_lacks_is_named(tmp_path):
-    from text2sql.gguf_export import UnsupportedModel, convert_to_gguf
+    from text2sql.export.gguf import UnsupportedModel, convert_to_gguf
 
     (tmp_path / "gpt2").mkdir()
     (tmp_path / "gpt2" / "config.json").write_text(json.dumps(
@@ -79,7 +79,7 @@ def test_an_architecture_llama_cpp_lacks_is_named(tmp_path):
 
 
 def test_pre_tokenizer_is_known_by_its_split_rule(tmp_path):
-    from text2sql.gguf_export import UnsupportedModel, pre_tokenizer_name
+    from text2sql.export.gguf import UnsupportedModel, pre_tokenizer_name
 
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps({"pre_tokenizer": {"type": "ByteLevel", "use_regex": True}}))
@@ -93,7 +93,7 @@ def test_pre_tokenizer_is_known_by_its_split_rule(tmp_path):
 def test_modelfile_from_a_chatml_template(tiny_adapter):
     from transformers import AutoTokenizer
 
-    from text2sql.modelfile import ollama_template, render_modelfile, role_blocks
+    from text2sql.export.modelfile import ollama_template, render_modelfile, role_blocks
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_adapter)
     blocks = role_blocks(lambda m, g: tokenizer.apply_chat_template(
@@ -111,8 +111,8 @@ def test_modelfile_from_a_chatml_template(tiny_adapter):
 def test_export_writes_every_format_and_the_card(exported, tiny_adapter):
     from transformers import AutoModelForCausalLM
 
-    from text2sql.model_card import file_sha256
-    from text2sql.prompts import SYSTEM_PROMPT
+    from text2sql.data.prompts import SYSTEM_PROMPT
+    from text2sql.runtime.model_card import file_sha256
 
     out, metrics = exported
     names = {p.name for p in out.iterdir()}
@@ -134,7 +134,7 @@ def test_export_writes_every_format_and_the_card(exported, tiny_adapter):
 def test_gguf_keeps_chat_template_eos_and_end_of_turn(exported, tiny_adapter):
     from transformers import AutoTokenizer
 
-    from text2sql.gguf_export import read_gguf_info
+    from text2sql.export.gguf import read_gguf_info
 
     out, _ = exported
     tokenizer = AutoTokenizer.from_pretrained(tiny_adapter)
@@ -150,7 +150,7 @@ def test_llama_cpp_sees_the_same_prompt_tokens(exported, tiny_adapter, eval_rows
     """Same prompts: the GGUF's own template and tokenizer give transformers' token ids."""
     from transformers import AutoTokenizer
 
-    from text2sql.llama_backend import load_gguf, render_prompt
+    from text2sql.inference.llama_cpp import load_gguf, render_prompt
 
     out, _ = exported
     tokenizer = AutoTokenizer.from_pretrained(tiny_adapter)
@@ -177,7 +177,7 @@ def test_fidelity_f16_follows_transformers(exported):
 
 
 def test_failed_fidelity_check_names_the_file():
-    from text2sql.export import Fidelity, check_thresholds
+    from text2sql.export.pipeline import Fidelity, check_thresholds
 
     results = [Fidelity("merged", {}, execution_accuracy=0.9),
                Fidelity("gguf-f16", {}, execution_accuracy=0.9, same_sql=0.5),
@@ -189,7 +189,7 @@ def test_failed_fidelity_check_names_the_file():
 
 
 def test_llama_cpp_backend_predicts_and_votes(exported, eval_rows):
-    from text2sql.inference import predict
+    from text2sql.inference.predict import predict
 
     out, _ = exported
     params = InferParams(backend="llama.cpp", max_new_tokens=MAX_NEW_TOKENS, num_samples=3,
@@ -244,7 +244,7 @@ def test_llama_cpp_is_the_portable_build():
     reinstall it with `uv sync --reinstall-package llama-cpp-python`."""
     import platform
 
-    from text2sql.llama_backend import build_features
+    from text2sql.inference.llama_cpp import build_features
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip(f"the fixed ISA is an x86-64 one; this machine is {platform.machine()}")
@@ -260,8 +260,8 @@ def test_a_crash_in_llama_cpp_names_the_file_the_format_and_the_signal(exported,
     import signal
     import threading
 
-    from text2sql.llama_backend import GGUFModel
-    from text2sql.native_child import NativeCrash
+    from text2sql.inference.llama_cpp import GGUFModel
+    from text2sql.runtime.native import NativeCrash
 
     out, _ = exported
     gguf = GGUFModel(out / "model-q8_0.gguf")
@@ -298,9 +298,9 @@ def test_the_merge_is_float32_where_the_machine_would_load_bfloat16(tiny_adapter
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    import text2sql.generation as generation
-    from text2sql.export import merge_adapter
-    from text2sql.gguf_export import convert_to_gguf
+    import text2sql.inference.hf as generation
+    from text2sql.export.gguf import convert_to_gguf
+    from text2sql.export.pipeline import merge_adapter
 
     base_dir, adapter = tmp_path / "base-bf16", tmp_path / "adapter"
     AutoModelForCausalLM.from_pretrained(tiny_adapter / "base_model", dtype=torch.bfloat16
@@ -333,9 +333,13 @@ def test_the_merge_is_float32_where_the_machine_would_load_bfloat16(tiny_adapter
 def test_the_card_names_the_tensor_types_a_q4_k_m_file_really_holds(tmp_path):
     """Issue 23.9: at Qwen2.5-0.5B's hidden size (896, not a multiple of the k-quants' 256)
     most of a q4_k_m file is not Q4_K; the card says what was written."""
-    from text2sql.gguf_export import (convert_to_gguf, describe_tensor_types, quantize_gguf,
-                                      tensor_types)
-    from text2sql.tiny_model import build_tiny_model
+    from text2sql.export.gguf import (
+        convert_to_gguf,
+        describe_tensor_types,
+        quantize_gguf,
+        tensor_types,
+    )
+    from text2sql.modeling.tiny import build_tiny_model
 
     model = build_tiny_model(["SELECT name FROM singer WHERE age > 30"] * 20, tmp_path / "m",
                              hidden_size=896, intermediate_size=4864, num_hidden_layers=1,
@@ -390,7 +394,7 @@ def test_the_ollama_template_renders_as_the_chat_template_does(tiny_adapter, tmp
 
     from transformers import AutoTokenizer
 
-    from text2sql.modelfile import ollama_template, role_blocks
+    from text2sql.export.modelfile import ollama_template, role_blocks
 
     if shutil.which("go") is None:
         pytest.skip("needs Go (Debian's golang-go; .ci/run installs it) to render the template")

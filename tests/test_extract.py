@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from text2sql.extract import extract_sql
+from text2sql.sql.extract import extract_sql
 
 CASES = [
     # (what the model wrote, the SQL we must get back)
@@ -84,7 +84,7 @@ def test_a_model_stuck_in_a_join_loop_does_not_hang_extraction() -> None:
     """sqlglot takes exponential time on many JOINs without ON; extraction stays linear."""
     import time
 
-    from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
+    from text2sql.sql.parse import MAX_BARE_JOINS, too_hard_to_parse
 
     loop = "SELECT T1 " + "JOIN products AS T1 " * 60
     start = time.perf_counter()

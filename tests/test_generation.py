@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from text2sql.generation import (
+from text2sql.inference.hf import (
     _count_until_stop,
     _logprob_recorder,
     generate,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from text2sql.inference import check_rows, predict, predict_with_model
+from text2sql.inference.predict import check_rows, predict, predict_with_model
 from text2sql.io import DataError, iter_jsonl, write_jsonl
 from text2sql.params import InferParams, load_params
 
@@ -17,7 +17,7 @@ FIELDS = {"id", "db_id", "question", "raw", "sql", "seconds"}
 
 @pytest.fixture(scope="module")
 def loaded(tiny_adapter):
-    from text2sql.generation import load_for_inference
+    from text2sql.inference.hf import load_for_inference
 
     return load_for_inference(tiny_adapter)
 
@@ -36,7 +36,7 @@ def test_greedy_predictions_and_metrics(loaded, eval_rows):
         assert set(rec) == FIELDS
         assert (rec["db_id"], rec["question"]) == (row["db_id"], row["question"])
         assert rec["seconds"] > 0
-        from text2sql.extract import extract_sql
+        from text2sql.sql.extract import extract_sql
 
         assert rec["sql"] == extract_sql(rec["raw"])
     assert metrics["n"] == 6 and metrics["num_samples"] == 1

@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from text2sql.generation import (
+from text2sql.inference.hf import (
     choose_base,
     generate,
     load_for_inference,
@@ -40,8 +40,8 @@ def stand_in(tmp_path_factory, prepared_rows):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from text2sql.tiny_model import build_tiny_model
-    from text2sql.training import training_texts
+    from text2sql.modeling.tiny import build_tiny_model
+    from text2sql.training.sft import training_texts
 
     root = tmp_path_factory.mktemp("hub")
     texts = training_texts(prepared_rows["train"][:200])
@@ -189,6 +189,7 @@ def unmerged(stand_in, loaded):
     return model.eval(), loaded[1]
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("which", ["loaded", "unmerged"])
 def test_greedy_is_the_argmax_of_the_models_logits_and_scores_are_its_own(which, request,
                                                                           prompts):
@@ -261,7 +262,7 @@ def test_on_a_gpu_the_adapter_stays_beside_the_16_bit_base(stand_in, prompts):
     """In bf16/fp16 the adapter is not merged (merging would round its delta away)."""
     from peft import PeftModel
 
-    from text2sql.precision import compute_dtype, compute_precision
+    from text2sql.modeling.precision import compute_dtype, compute_precision
 
     base = choose_base(stand_in[2])
     assert (base.precision, base.adapter_merged) == (compute_precision(), False)

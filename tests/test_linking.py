@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from text2sql.linking import (
+from text2sql.data.linking import (
     add_fk_parents,
     content_words,
     expand_with_foreign_keys,
@@ -16,8 +16,8 @@ from text2sql.linking import (
     words,
     words_match,
 )
-from text2sql.schema import Column, ForeignKey, Schema, Table, load_spider_tables
-from text2sql.values import ValueIndex, value_index
+from text2sql.data.values import ValueIndex, value_index
+from text2sql.sql.schema import Column, ForeignKey, Schema, Table, load_spider_tables
 
 SPIDER_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "spider-train"
 
@@ -114,8 +114,8 @@ def test_value_hits_link_the_table_holding_the_value(sample_dir):
 
 
 def _recall_and_saving(folder: Path, step: int) -> tuple[float, float]:
-    from text2sql.datasets import load_spider_split
-    from text2sql.prepare import PrepareStats, prepare_examples
+    from text2sql.data.prepare import PrepareStats, prepare_examples
+    from text2sql.data.sources import load_spider_split
 
     ds = load_spider_split(folder, "train")
     stats = PrepareStats()
@@ -130,6 +130,7 @@ def test_recall_on_the_sample_data(sample_dir):
     assert recall >= 0.98 and saving >= 0.25
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SPIDER_TRAIN.is_dir(), reason=f"{SPIDER_TRAIN} (real Spider data) is absent")
 def test_recall_bar_on_spider_train():
     """The issue's bar (recall >= 0.98, >= 25% fewer schema tokens), on every 3rd example

@@ -43,7 +43,7 @@ def test_committed_adapter_was_made_with_the_installed_libraries(stage, out):
     the commit. Checked when the workspace holds the committed adapter (not an experiment's)."""
     import yaml
 
-    from text2sql.provenance import PROVENANCE_FILE, dir_md5, package_versions
+    from text2sql.runtime.provenance import PROVENANCE_FILE, dir_md5, package_versions
 
     lock = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"][stage]
     committed = next(o["md5"] for o in lock["outs"] if o["path"] == out)

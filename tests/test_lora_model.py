@@ -23,7 +23,7 @@ def tied_model_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("backend", ["peft", "unsloth"])
 def test_tied_embeddings_get_one_trained_copy_in_float32_on_cpu(tied_model_dir, backend):
-    from text2sql.lora_model import load_lora_model, resolve_backend
+    from text2sql.modeling.lora import load_lora_model, resolve_backend
 
     assert resolve_backend(backend) == backend
     params = TrainParams(model_name=str(tied_model_dir),
@@ -38,8 +38,8 @@ def test_tied_embeddings_get_one_trained_copy_in_float32_on_cpu(tied_model_dir, 
 
 
 def test_trainer_precision_follows_the_hardware():
-    from text2sql.lora_model import trainer_precision_flags
-    from text2sql.precision import compute_precision
+    from text2sql.modeling.lora import trainer_precision_flags
+    from text2sql.modeling.precision import compute_precision
 
     flags = trainer_precision_flags()
     assert flags == {"bf16": compute_precision() == "bfloat16",
@@ -47,7 +47,7 @@ def test_trainer_precision_follows_the_hardware():
 
 
 def test_adapter_config_names_the_model_the_user_named_not_the_4bit_copy(tmp_path):
-    from text2sql.training import loaded_model_name, make_adapter_config_portable
+    from text2sql.training.sft import loaded_model_name, make_adapter_config_portable
 
     config = tmp_path / "adapter_config.json"
     loaded = "unsloth/Qwen2.5-Coder-1.5B-Instruct-bnb-4bit"  # what Unsloth loads with load_in_4bit
@@ -67,7 +67,7 @@ def test_training_modules_import_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys, text2sql.training, text2sql.presets, text2sql.cli; "
+    code = ("import sys, text2sql.training.sft, text2sql.presets, text2sql.cli; "
             "print(sorted(m for m in ('torch', 'transformers', 'unsloth', 'dvc') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -82,7 +82,7 @@ def test_a_4bit_base_is_prepared_without_float32_copies(checkpointing):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from text2sql.lora_model import prepare_4bit_for_training
+    from text2sql.modeling.lora import prepare_4bit_for_training
 
     model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64,
                                          num_hidden_layers=1, num_attention_heads=2,
@@ -108,7 +108,7 @@ def unsloth_dispatch(monkeypatch):
     """
     import torch
 
-    from text2sql.lora_model import resolve_backend
+    from text2sql.modeling.lora import resolve_backend
 
     assert resolve_backend("unsloth") == "unsloth"
     import unsloth.models  # noqa: F401  (on the CPU `import unsloth` leaves it for later; the dispatch needs it)
@@ -125,10 +125,11 @@ def unsloth_dispatch(monkeypatch):
     torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
+@pytest.mark.slow
 def test_the_packed_attention_probe_sees_deterministic_mode(unsloth_dispatch):
     import torch
 
-    from text2sql.lora_model import PER_EXAMPLE_SDPA, unsloth_packed_attention
+    from text2sql.modeling.lora import PER_EXAMPLE_SDPA, unsloth_packed_attention
 
     assert unsloth_packed_attention() == "sdpa (torch varlen)"
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -138,7 +139,7 @@ def test_the_packed_attention_probe_sees_deterministic_mode(unsloth_dispatch):
 def test_the_packed_attention_probe_sees_a_pre_ampere_gpu(unsloth_dispatch, monkeypatch):
     import torch
 
-    from text2sql.lora_model import PER_EXAMPLE_SDPA, unsloth_packed_attention
+    from text2sql.modeling.lora import PER_EXAMPLE_SDPA, unsloth_packed_attention
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     assert unsloth_packed_attention() == PER_EXAMPLE_SDPA
@@ -148,10 +149,10 @@ def test_auto_batching_pads_where_unsloth_would_refuse_varlen(unsloth_dispatch, 
                                                                 capsys):
     import torch
 
-    import text2sql.training
-    from text2sql.training import choose_batching
+    import text2sql.training.sft
+    from text2sql.training.sft import choose_batching
 
-    monkeypatch.setattr(text2sql.training, "has_cuda", lambda: True)
+    monkeypatch.setattr(text2sql.training.sft, "has_cuda", lambda: True)
     params = TrainParams(batching="auto")
     assert choose_batching(params, "unsloth") == "padding_free"
     torch.use_deterministic_algorithms(True, warn_only=True)

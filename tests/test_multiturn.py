@@ -13,14 +13,32 @@ from pathlib import Path
 import pytest
 import yaml
 
-from text2sql.datasets import Turn, load_dataset_splits, load_jsonl_split, load_sparc_split, open_databases
-from text2sql.evaluation import (CORRECT, GOLD_ERROR, WRONG_RESULT, Scored, conversation_metrics,
-                                 render_report, summarize)
+from text2sql.data.prepare import (
+    PrepareStats,
+    load_splits,
+    prepare_examples,
+    prepare_in_memory,
+    prompt_options,
+)
+from text2sql.data.prompts import PromptOptions, make_prompt, trim_history
+from text2sql.data.sources import (
+    Turn,
+    load_dataset_splits,
+    load_jsonl_split,
+    load_sparc_split,
+    open_databases,
+)
+from text2sql.evaluation.scoring import (
+    CORRECT,
+    GOLD_ERROR,
+    WRONG_RESULT,
+    Scored,
+    conversation_metrics,
+    render_report,
+    summarize,
+)
 from text2sql.io import DataError, write_jsonl
 from text2sql.params import InferParams, PrepareParams, load_params, parse_section
-from text2sql.prepare import (PrepareStats, load_splits, prepare_examples, prepare_in_memory,
-                              prompt_options)
-from text2sql.prompts import PromptOptions, make_prompt, trim_history
 
 REPO = Path(__file__).resolve().parents[1]
 SPARC = REPO / "data" / "sample-sparc"
@@ -138,7 +156,7 @@ def test_trim_history_keeps_the_newest_whole_turns():
 
 
 def test_conversation_prompt_and_whole_conversation_linking():
-    from text2sql.questions import read_schema
+    from text2sql.ask.questions import read_schema
 
     db = SPARC / "database" / "school" / "school.sqlite"
     schema = read_schema(db)
@@ -212,8 +230,8 @@ def sparc_eval_rows():
 
 def test_history_gold_and_predicted(tiny_adapter, sparc_eval_rows):
     """gold: the prompts as prepared; predicted: each earlier turn's SQL is the model's own."""
-    from text2sql.generation import load_for_inference
-    from text2sql.inference import predict_with_model
+    from text2sql.inference.hf import load_for_inference
+    from text2sql.inference.predict import predict_with_model
 
     model, tokenizer = load_for_inference(tiny_adapter)
     rows = sparc_eval_rows

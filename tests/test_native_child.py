@@ -1,4 +1,4 @@
-"""Native code in a child process (text2sql.native_child): a child that really crashes (a NULL
+"""Native code in a child process (text2sql.runtime.native): a child that really crashes (a NULL
 read in C, through ctypes) becomes a clear error in this process, which goes on."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from text2sql.io import DataError
-from text2sql.native_child import ChildWorker, NativeCrash, describe_exit
+from text2sql.runtime.native import ChildWorker, NativeCrash, describe_exit
 
 
 def test_a_crash_while_loading_names_the_work_and_the_signal(capfd):
@@ -37,13 +37,13 @@ def test_a_crash_in_a_call_is_an_error_and_this_process_goes_on(capfd):
 
 def test_errors_raised_in_the_child_come_back_and_the_child_lives_on(tmp_path):
     with pytest.raises(DataError, match="not a GGUF file"):
-        ChildWorker("text2sql.llama_backend:check_gguf_path", what="a path check",
+        ChildWorker("text2sql.inference.llama_cpp:check_gguf_path", what="a path check",
                     path=str(tmp_path / "model.bin"))
     with ChildWorker("importlib:import_module", what="json", name="json") as child:
         with pytest.raises(RuntimeError, match=r"(?s)Expecting value.*in the child process"):
             child.call("loads", "not json")
         assert child.call("loads", "[1, 2]") == [1, 2]
-    with ChildWorker("importlib:import_module", what="backend", name="text2sql.llama_backend"
+    with ChildWorker("importlib:import_module", what="backend", name="text2sql.inference.llama_cpp"
                      ) as child:
         with pytest.raises(DataError, match="model.bin: not a GGUF file"):
             child.call("check_gguf_path", str(tmp_path / "model.bin"))

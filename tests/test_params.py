@@ -84,3 +84,25 @@ def test_emptying_a_list_with_dvc_keeps_params_yaml_valid(repo_root, tmp_path):
     train = load_params("train", copy)
     assert train.lora.modules_to_save == [] and train.lora.target_modules == ["q_proj"]
     assert train.builtin == load_params("train", repo_root / "params.yaml").builtin
+
+
+def test_the_defaults_in_code_are_the_committed_params():
+    """One source of truth: a key left out of params.yaml means what params.yaml says."""
+    from tests.conftest import REPO
+
+    committed = yaml.safe_load((REPO / "params.yaml").read_text())
+
+    def differences(model, values, where):
+        out = []
+        for key, value in values.items():
+            default = type(model).model_fields[key].get_default(call_default_factory=True)
+            if isinstance(value, dict) and hasattr(default, "model_fields"):
+                out += differences(default, value, f"{where}{key}.")
+            elif (default.model_dump() if hasattr(default, "model_dump") else default) != value:
+                out.append(f"{where}{key}: params.py {default!r}, params.yaml {value!r}")
+        return out
+
+    found = []
+    for section, values in committed.items():
+        found += differences(SECTIONS[section](), values, f"{section}.")
+    assert not found, "\n".join(found)

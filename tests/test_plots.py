@@ -96,6 +96,7 @@ def test_the_committed_config_selects_the_offline_page(repo_copy):
 
 
 @needs_chromium
+@pytest.mark.browser
 def test_dvc_plots_show_draws_the_loss_curve_offline(repo_copy):
     dvc("plots", "show", cwd=repo_copy)
     page = repo_copy / "dvc_plots" / "index.html"
@@ -114,6 +115,7 @@ def test_dvc_plots_show_draws_the_loss_curve_offline(repo_copy):
 
 
 @needs_chromium
+@pytest.mark.browser
 def test_dvcs_default_page_stays_blank_in_the_same_browser(repo_copy, tmp_path):
     """The control: with DVC's own page (Vega from a CDN) the same browser draws nothing,
     so the test above proves the page needs no network."""

@@ -16,9 +16,10 @@ import pytest
 
 from tests.conftest import SAMPLE
 from tests.postgres_server import READER, READER_PASSWORD, Cluster, load_sqlite, why_no_server
+from text2sql.ask.postgres import PostgresDatabase
 from text2sql.cli import main
-from text2sql.compare import results_match
-from text2sql.postgres import PostgresDatabase, beyond_reading, hide_password, masked
+from text2sql.evaluation.compare import results_match
+from text2sql.sql.postgres import beyond_reading, hide_password, masked
 
 SCHOOL = SAMPLE / "database" / "school" / "school.sqlite"
 WRONG_PASSWORD = "Wr0ng-pass-Q7"
@@ -87,7 +88,7 @@ def test_what_acts_beyond_reading_is_named(sql, why):
 # --- on the server ------------------------------------------------------------------------
 
 def test_schema_comes_from_the_catalog(reader_url):
-    from text2sql.schema import schema_from_sqlite
+    from text2sql.sql.schema import schema_from_sqlite
 
     live, file = PostgresDatabase(reader_url).schema(), schema_from_sqlite(SCHOOL)
     assert live.db_id == "school"
@@ -99,9 +100,9 @@ def test_schema_comes_from_the_catalog(reader_url):
 
 
 def test_prompts_are_the_sqlite_ones(reader_url):
+    from text2sql.ask.questions import prompt_row
     from text2sql.params import PrepareParams
-    from text2sql.questions import prompt_row
-    from text2sql.schema import schema_from_sqlite
+    from text2sql.sql.schema import schema_from_sqlite
 
     settings = PrepareParams()
     question = "Which courses did Wren Falk take?"
@@ -356,8 +357,8 @@ def test_serve_asks_the_model_on_postgres(cluster, reader_url, tiny_adapter, rep
     database; in this process (starting a server process with the model costs much more)."""
     from fastapi.testclient import TestClient
 
-    from text2sql.execution import ERROR_KINDS
     from text2sql.serve.app import ServeSettings, create_app
+    from text2sql.sql.sqlite import ERROR_KINDS
 
     (tmp_path / "databases.yaml").write_text(f"school: '{reader_url}'\n")
     before = fingerprint(cluster)

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from text2sql.precision import compute_precision, cuda_capability, precision_for
+from text2sql.modeling.precision import compute_precision, cuda_capability, precision_for
 
 
 @pytest.fixture
@@ -60,8 +60,8 @@ def test_a_distributed_run_takes_the_weakest_gpu_as_unsloth_does(fake_gpus, monk
 
 def test_train_and_infer_pick_the_same_precision_on_a_t4(fake_gpus, tmp_path):
     """The trainer's mixed precision and the inference base come from the one rule."""
-    from text2sql.generation import choose_base
-    from text2sql.lora_model import trainer_precision_flags
+    from text2sql.inference.hf import choose_base
+    from text2sql.modeling.lora import trainer_precision_flags
 
     fake_gpus((7, 5))
     (tmp_path / "adapter_config.json").write_text(
@@ -76,4 +76,4 @@ def test_no_module_asks_torch_whether_bf16_is_supported(repo_root):
     users = [p.relative_to(repo_root).as_posix()
              for folder in ("src", "stages", "bench") for p in (repo_root / folder).rglob("*.py")
              if "is_bf16_supported" in p.read_text(encoding="utf-8")]
-    assert users == ["src/text2sql/precision.py"]  # named in its docstring, never called
+    assert users == ["src/text2sql/modeling/precision.py"]  # named in its docstring, never called

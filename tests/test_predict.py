@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
+from text2sql.ask.questions import rows_from_questions
 from text2sql.cli import main
 from text2sql.io import DataError, iter_jsonl, write_jsonl
 from text2sql.params import PrepareParams
-from text2sql.questions import rows_from_questions
 
 FIELDS = {"id", "db_id", "question", "raw", "sql", "seconds"}
 

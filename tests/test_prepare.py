@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from text2sql.datasets import Example, load_spider_split
+from text2sql.data.prepare import PrepareStats, prepare_examples
+from text2sql.data.prompts import PromptOptions, make_prompt
+from text2sql.data.sources import Example, load_spider_split
 from text2sql.io import DataError
 from text2sql.params import PrepareParams, parse_section
-from text2sql.prepare import PrepareStats, prepare_examples
-from text2sql.prompts import PromptOptions, make_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 SPIDER_TRAIN = REPO.parent / "shared" / "spider-train"
@@ -89,7 +89,7 @@ def test_text_that_is_not_utf8_in_a_database(tmp_path):
     conn.execute("INSERT INTO people VALUES (1, CAST(X'4A6F73E9' AS TEXT), 'Oslo')")
     conn.commit()
     conn.close()
-    from text2sql.schema import schema_from_sqlite
+    from text2sql.sql.schema import schema_from_sqlite
 
     ex = Example("x", "bad", "Who lives in Oslo?", "SELECT name FROM people WHERE town = 'Oslo'",
                  str(db))
@@ -188,6 +188,7 @@ def hub_cache_with(cache: Path, hub_id: str, ref: str, dataset_dict) -> None:
     (repo / "refs" / ref).write_text(commit)
 
 
+@pytest.mark.dvc
 def test_hub_dataset_under_dvc_repro(tmp_path, sample_dir):
     """The README's hub command runs under DVC: the hub id is a param, not a path dependency;
     the revision pins it; the local databases folder is the dependency."""
@@ -226,7 +227,7 @@ def test_hub_dataset_under_dvc_repro(tmp_path, sample_dir):
 
 
 def test_hub_dataset_needs_a_revision():
-    from text2sql.datasets import load_dataset_splits
+    from text2sql.data.sources import load_dataset_splits
 
     with pytest.raises(DataError, match=r"prepare.hub 'org/dataset': give prepare.revision"):
         load_dataset_splits("hf", "data/dbs", "train", "dev", 0.1, 0, hub="org/dataset")

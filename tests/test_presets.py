@@ -11,8 +11,13 @@ from text2sql.cli import main
 from text2sql.io import DataError
 from text2sql.params import TrainParams, load_params
 from text2sql.presets import GPU_MEMORY_GB, apply_preset, preset_names, preset_train_values
-from text2sql.training_memory import (DESIGN_EXAMPLE_TOKENS, QWEN_CODER_SHAPES,
-                                      activation_bytes_per_token_layer, fits, step_memory_bytes)
+from text2sql.training.memory import (
+    DESIGN_EXAMPLE_TOKENS,
+    QWEN_CODER_SHAPES,
+    activation_bytes_per_token_layer,
+    fits,
+    step_memory_bytes,
+)
 
 PRESETS = ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "qwen2.5-coder-3b", "qwen2.5-coder-7b"]
 

@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from text2sql.quiet import KNOWN_HARMLESS, DropKnownHarmless, quiet_known_warnings
+from text2sql.runtime.quiet import KNOWN_HARMLESS, DropKnownHarmless, quiet_known_warnings
 
 PYTREE = "is an Enum subclass and is now natively supported by torch.compile"
 GEMM = "Failed to load CPU gemm_4bit_forward from kernels-community"
@@ -19,7 +19,7 @@ IMPORT_STACK = """
 import importlib.util
 if importlib.util.find_spec("unsloth") is not None:
     try:
-        import unsloth  # first, as in text2sql.training
+        import unsloth  # first, as in text2sql.training.sft
     except Exception:
         pass
 import bitsandbytes, peft, transformers, trl
@@ -33,7 +33,7 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").warning(
     "Failed to load CPU gemm_4bit_forward from kernels-community: genuine: a broken kernel")
 warnings.warn("genuine: a library warning")
 """
-QUIET = "from text2sql.quiet import quiet_known_warnings\nquiet_known_warnings()\n"
+QUIET = "from text2sql.runtime.quiet import quiet_known_warnings\nquiet_known_warnings()\n"
 
 
 class Collect(logging.Handler):

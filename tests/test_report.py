@@ -13,7 +13,7 @@ import yaml
 
 from tests.pipeline_run import REPO, VENV_BIN, dvc, git, run
 from text2sql.cli import build_parser
-from text2sql.report import fmt_change, make_report
+from text2sql.evaluation.report import fmt_change, make_report
 
 WORKFLOW = REPO / ".github" / "workflows" / "pr-report.yaml"
 

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from text2sql.reproducibility import CPU_THREADS, PINNED_ENV
+from text2sql.runtime.reproducibility import CPU_THREADS, PINNED_ENV
 
 x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
                               reason="the pins are for x86-64 CPUs")
@@ -27,9 +27,10 @@ def run_python(code: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300, check=True)
 
 
+@pytest.mark.slow
 @x86_only
 def test_pins_take_effect_before_torch_is_imported():
-    proc = run_python("import json; from text2sql.reproducibility import pin_cpu_numerics; "
+    proc = run_python("import json; from text2sql.runtime.reproducibility import pin_cpu_numerics; "
                       "record = pin_cpu_numerics(); import torch; "
                       "record['deterministic'] = torch.are_deterministic_algorithms_enabled(); "
                       "print(json.dumps(record))")
@@ -48,14 +49,15 @@ def test_on_a_gpu_deterministic_algorithms_stay_off():
     the real GPU cannot exist.
     """
     proc = run_python("import torch; torch.cuda.is_available = lambda: True; "
-                      "from text2sql.reproducibility import pin_cpu_numerics; pin_cpu_numerics(); "
+                      "from text2sql.runtime.reproducibility import pin_cpu_numerics; pin_cpu_numerics(); "
                       "print(torch.are_deterministic_algorithms_enabled())")
     assert proc.stdout.splitlines()[-1] == "False"
 
 
+@pytest.mark.slow
 @x86_only
 def test_a_late_pin_says_the_run_may_not_reproduce():
-    proc = run_python("import torch; from text2sql.reproducibility import pin_cpu_numerics; "
+    proc = run_python("import torch; from text2sql.runtime.reproducibility import pin_cpu_numerics; "
                       "pin_cpu_numerics()")
     assert "torch was imported before the CPU numerics were pinned" in proc.stderr
 

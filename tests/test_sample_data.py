@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from text2sql.sample_data import build_sample_dataset
+from text2sql.data.sample import build_sample_dataset
 
 
 def _dump(db) -> list[str]:
@@ -71,7 +71,7 @@ def test_seed_examples_are_answerable(sample_dir):
 
 @pytest.fixture(scope="module")
 def rebuilt_conversations(tmp_path_factory):
-    from text2sql.sample_data import build_conversation_dataset
+    from text2sql.data.sample import build_conversation_dataset
 
     out = tmp_path_factory.mktemp("sample-sparc") / "sample-sparc"
     build_conversation_dataset(out)

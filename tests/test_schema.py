@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from text2sql.data.values import ValueIndex, sample_rows
 from text2sql.io import DataError
-from text2sql.schema import (
+from text2sql.sql.schema import (
     SqliteSchemas,
     find_database,
     load_spider_tables,
@@ -17,7 +18,6 @@ from text2sql.schema import (
     to_compact,
     to_ddl,
 )
-from text2sql.values import ValueIndex, sample_rows
 
 
 def clinic_db(path: Path) -> Path:

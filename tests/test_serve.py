@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from text2sql.execution import ERROR_KINDS
+from text2sql.sql.sqlite import ERROR_KINDS
 
 TIMEOUT_S = 1.0
 MAX_ROWS = 50
@@ -329,6 +329,7 @@ def test_chat_bad_requests(server):
 
 # --- the page, in headless Chromium --------------------------------------------------------
 
+@pytest.mark.browser
 def test_the_page_asks_the_school_database_and_shows_the_table(server, tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from tests.pipeline_run import copy_source, env, run
-from text2sql.answer_masking import IGNORE_INDEX, tokenize_example, tokenize_rows
-from text2sql.checkpoints import find_resumable_checkpoint
+from text2sql.training.checkpoints import find_resumable_checkpoint
+from text2sql.training.masking import IGNORE_INDEX, tokenize_example, tokenize_rows
 
 PROMPT = [{"role": "system", "content": "You translate questions into SQLite queries."},
           {"role": "user", "content": "Schema:\nCREATE TABLE t (a INT);\n\nQuestion: How many rows?"}]
@@ -21,7 +21,7 @@ ANSWER = "SELECT count(*) FROM t"
 
 @pytest.fixture(scope="module")
 def builtin_tokenizer():
-    from text2sql.tiny_model import train_tokenizer
+    from text2sql.modeling.tiny import train_tokenizer
 
     texts = [m["content"] for m in PROMPT] + [ANSWER] * 5
     return train_tokenizer(texts, vocab_size=400)
@@ -100,7 +100,7 @@ def test_checkpoint_from_other_params_is_not_resumed(tmp_path, capsys):
 
 
 def test_builtin_model_is_deterministic(tmp_path):
-    from text2sql.tiny_model import build_tiny_model
+    from text2sql.modeling.tiny import build_tiny_model
 
     texts = [m["content"] for m in PROMPT] + [ANSWER]
     shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
@@ -168,7 +168,7 @@ def test_padding_free_batches_train_as_padded_ones_without_padding(tmp_path, pre
                                                                    repo_root, backend):
     """Same examples, same steps: the losses match, only the padding goes."""
     from text2sql.params import load_params
-    from text2sql.training import train
+    from text2sql.training.sft import train
 
     params = load_params("train", repo_root / "params.yaml").model_copy(
         update={"backend": backend, "epochs": 1.0, "logging_steps": 1})
@@ -187,7 +187,7 @@ def test_padding_free_batches_train_as_padded_ones_without_padding(tmp_path, pre
 @pytest.mark.cuda
 def test_unsloth_qlora_on_cuda(tmp_path, prepared_rows):
     from text2sql.params import load_params
-    from text2sql.training import train
+    from text2sql.training.sft import train
 
     params = load_params("train").model_copy(
         update={"epochs": 0.2, "backend": "unsloth", "load_in_4bit": True})
@@ -199,7 +199,7 @@ def test_plain_peft_backend_trains_on_cpu(tmp_path, prepared_rows, repo_root):
     """Without Unsloth the same data and labels train with transformers' Trainer on CPU
     (TRL's SFTTrainer needs a GPU kernel for its loss there)."""
     from text2sql.params import load_params
-    from text2sql.training import train
+    from text2sql.training.sft import train
 
     params = load_params("train", repo_root / "params.yaml").model_copy(
         update={"backend": "peft", "epochs": 1.0, "logging_steps": 1})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from text2sql.workerpool import TaskFailed, run_tasks
+from text2sql.sql.workerpool import TaskFailed, run_tasks
 
 
 def _task(x: int) -> int:
@@ -39,7 +39,7 @@ def test_more_workers_than_tasks_and_empty():
 
 
 def _steps(x: int) -> str:
-    from text2sql.workerpool import heartbeat
+    from text2sql.sql.workerpool import heartbeat
 
     for step in range(3):
         heartbeat(f"step {step}")

@@ -14,7 +14,7 @@ import sys
 
 from text2sql import __version__
 from text2sql.io import DataError
-from text2sql.quiet import quiet_known_warnings
+from text2sql.runtime.quiet import quiet_known_warnings
 
 COMMANDS = ("ask", "chat", "predict", "evaluate", "report", "serve", "preset")
 

@@ -17,6 +17,11 @@ from text2sql.io import DataError
 PARAMS_FILE = Path("params.yaml")
 
 
+# When the tables linked ones point to by foreign key are shown too (prepare.fk_parents):
+# the one definition, read by text2sql.data.linking.
+FkParents = Literal["never", "single", "always"]
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
@@ -49,7 +54,7 @@ class PrepareParams(Section):
     link_values: bool = True
     value_hints: int = Field(5, ge=0)
     sample_rows: int = Field(0, ge=0)
-    fk_parents: Literal["never", "single", "always"] = "single"
+    fk_parents: FkParents = "single"
     max_history_turns: int = Field(5, ge=0)  # earlier turns of a conversation in a prompt
     max_history_tokens: int = Field(400, ge=0)  # ... and at most this many tokens of them
     check_gold: bool = True
@@ -63,7 +68,8 @@ class LoraParams(Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj",
                                  "gate_proj", "up_proj", "down_proj"]
-    modules_to_save: list[str] = []
+    # trained in full: the built-in random-weight model needs it (params.yaml); presets set []
+    modules_to_save: list[str] = ["embed_tokens", "lm_head"]
 
 
 class BuiltinModelParams(Section):
@@ -176,6 +182,7 @@ class AlignParams(Section):
     seed: int = 0
     logging_steps: int = Field(5, ge=1)
     checkpoint_steps: int = Field(10, ge=1)  # steps between checkpoints in checkpoints/align
+    gradient_checkpointing: bool = False  # recompute activations: less memory, slower steps
 
     @model_validator(mode="after")
     def _whole_groups(self) -> AlignParams:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from text2sql.commands import add_adapter_argument
-from text2sql.dialect import check_dialect, column_names, transpile
+from text2sql.sql.dialect import check_dialect, column_names, transpile
 
 DESCRIPTION = """\
 Ask a question of any SQLite database, or a PostgreSQL one, in plain words.
@@ -113,9 +113,10 @@ def check_limits_and_schema(args: argparse.Namespace) -> tuple[Any, Any]:
     values and a ``--db`` that is neither a SQLite file with tables nor a PostgreSQL
     database with readable tables; the database (a ``Path`` or a ``PostgresDatabase``)
     and its schema."""
+    from text2sql.ask.postgres import PostgresDatabase
+    from text2sql.ask.questions import read_schema
     from text2sql.io import DataError
-    from text2sql.postgres import PostgresDatabase, is_postgres_url
-    from text2sql.questions import read_schema
+    from text2sql.sql.postgres import is_postgres_url
 
     if args.dialect:
         check_dialect(args.dialect)
@@ -142,8 +143,8 @@ def check_limits_and_schema(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from text2sql.ask.questions import prepare_settings, prompt_row
     from text2sql.io import DataError
-    from text2sql.questions import prepare_settings, prompt_row
 
     if args.sql is None and not (args.question or "").strip():
         raise DataError("give a question, or your own SQL with --sql")
@@ -164,9 +165,9 @@ def run_and_show(sql: str, db: Any, schema: Any, args: argparse.Namespace, out: 
     ``PostgresDatabase``) within ``args``' limits (``timeout``, ``max_rows``, ``max_bytes``;
     ``dialect``, ``width`` for showing) and print the result table to ``out``, or why it
     was refused or failed to stderr; the exit status."""
-    from text2sql.execution import NOT_READ_ONLY, check_read_only_query, run_queries
-    from text2sql.postgres import PostgresDatabase
-    from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
+    from text2sql.ask.postgres import PostgresDatabase
+    from text2sql.sql.parse import MAX_BARE_JOINS, too_hard_to_parse
+    from text2sql.sql.sqlite import NOT_READ_ONLY, check_read_only_query, run_queries
 
     me = f"text2sql {getattr(args, 'command', 'ask')}"
     if too_hard_to_parse(sql):
@@ -212,11 +213,11 @@ def run_and_show(sql: str, db: Any, schema: Any, args: argparse.Namespace, out: 
 
 def generate_sql(row: dict[str, Any], db: Any, args: argparse.Namespace) -> tuple[str, str]:
     """The adapter's SQL for the prepared ``row`` and a note on how it was chosen."""
-    from text2sql.consistency import Candidate, choose_all, choose_live
-    from text2sql.extract import extract_sql
     from text2sql.commands.predict import model_path
-    from text2sql.inference import load_generator
+    from text2sql.inference.predict import load_generator
+    from text2sql.inference.voting import Candidate, choose_all, choose_live
     from text2sql.params import InferParams, load_params
+    from text2sql.sql.extract import extract_sql
 
     infer = load_params("infer", args.params) if args.params.is_file() else InferParams()
     if args.backend:
@@ -273,7 +274,7 @@ def format_table(headers: list[str], rows: list[tuple], width: int = 80) -> str:
     characters is cut and marked (``abc… [+999 chars]``), a BLOB shown by its size."""
     from tabulate import tabulate
 
-    from text2sql.execution import shorten
+    from text2sql.sql.sqlite import shorten
 
     shown = [["NULL" if v is None else shorten(v, width) if isinstance(v, (str, bytes)) else v
               for v in row] for row in rows]

@@ -68,7 +68,7 @@ class Conversation:
     """The turns so far (question and the SQL the model wrote), at most ``limit`` of them."""
 
     def __init__(self, limit: int):
-        from text2sql.datasets import Turn
+        from text2sql.data.sources import Turn
 
         self._turn = Turn
         self.turns: deque = deque(maxlen=max(limit, 0))  # the oldest turn falls out first
@@ -105,10 +105,10 @@ def read_questions(stdin: TextIO, out: TextIO) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from text2sql.generation import load_for_inference
+    from text2sql.ask.questions import prepare_settings
+    from text2sql.inference.hf import load_for_inference
     from text2sql.io import DataError
     from text2sql.params import InferParams, load_params
-    from text2sql.questions import prepare_settings
 
     db, schema = check_limits_and_schema(args)
     if args.history is not None and args.history < 0:
@@ -138,9 +138,9 @@ def converse(conversation: Conversation, args: argparse.Namespace, db: Any, sche
              settings: Any, model: Any, tokenizer: Any, infer: Any, max_new_tokens: int,
              out: TextIO) -> None:
     """Answer each line of standard input (a question or a command) until the input ends."""
-    from text2sql.extract import extract_sql
-    from text2sql.generation import generate
-    from text2sql.questions import prompt_row
+    from text2sql.ask.questions import prompt_row
+    from text2sql.inference.hf import generate
+    from text2sql.sql.extract import extract_sql
 
     for line in read_questions(sys.stdin, out):
         question = line.strip()

@@ -76,11 +76,11 @@ def load_split(dataset: Path, split: str, layout: str, skip_missing: bool = Fals
                ) -> tuple[list[Any], list[tuple[str, str]]]:
     """The examples of one split in order, ``None`` in the place of each one left out for a
     missing database file (``skip_missing``), and the ``(id, db_id)`` of those left out."""
-    from text2sql import datasets
+    from text2sql.data import sources as datasets
 
     loader = getattr(datasets, f"load_{layout}_split", None)
     if loader is None:
-        raise DataError(f"--layout {layout}: this version of text2sql.datasets has no "
+        raise DataError(f"--layout {layout}: this version of text2sql.data.sources has no "
                         f"load_{layout}_split; use --layout spider")
     data = loader(dataset, split, skip_missing=skip_missing)
     if data is None:
@@ -221,8 +221,14 @@ def _check_out(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from text2sql.evaluation import (EvalConfig, EvalItem, OutputPaths, score_items,
-                                     settings_line, write_outputs)
+    from text2sql.evaluation.scoring import (
+        EvalConfig,
+        EvalItem,
+        OutputPaths,
+        score_items,
+        settings_line,
+        write_outputs,
+    )
 
     if args.timeout <= 0 or args.max_rows < 1 or args.workers < 0:
         raise DataError("--timeout must be > 0, --max-rows >= 1, --workers >= 0")

@@ -96,10 +96,10 @@ OVERRIDES = {"batch_size": "batch_size", "max_new_tokens": "max_new_tokens",
 
 
 def run(args: argparse.Namespace) -> int:
-    from text2sql.inference import check_rows, predict
+    from text2sql.ask.questions import prepare_settings, rows_from_questions
+    from text2sql.inference.predict import check_rows, predict
     from text2sql.io import iter_jsonl, write_json, write_jsonl
     from text2sql.params import InferParams, load_params, parse_section
-    from text2sql.questions import prepare_settings, rows_from_questions
 
     if args.output.resolve() == args.input.resolve():
         from text2sql.io import DataError

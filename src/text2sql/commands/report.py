@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from text2sql.report import make_report
+    from text2sql.evaluation.report import make_report
 
     text = make_report(args.base, args.head, args.repo, args.output, args.plots_dir)
     if args.output is None:

@@ -16,7 +16,7 @@ server answers 429 instead of queueing without end.
 Databases are found by listing one folder, or named in a YAML file, and asked by name
 only: a name that is not in the listing (a path, ``..``, a typo) is a 404 before any
 file is opened. A PostgreSQL database gets a pool of ``sql_workers`` connections and
-the guards of :mod:`text2sql.postgres`.
+the guards of :mod:`text2sql.sql.postgres`.
 """
 
 from __future__ import annotations
@@ -32,17 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from text2sql.ask.postgres import PostgresDatabase
+from text2sql.ask.questions import question_databases, read_schema
 from text2sql.io import DataError
-from text2sql.postgres import ConnectionFailed, PostgresDatabase, is_postgres_url
-from text2sql.questions import question_databases, read_schema
-from text2sql.schema import SQLITE_SUFFIXES, find_database
+from text2sql.sql.postgres import ConnectionFailed, is_postgres_url
+from text2sql.sql.schema import SQLITE_SUFFIXES, find_database
 
 if TYPE_CHECKING:
-    from text2sql.execution import ExecResult
-    from text2sql.schema import Schema
+    from text2sql.sql.schema import Schema
+    from text2sql.sql.sqlite import ExecResult
 
 STATIC = Path(__file__).parent / "static"
 DB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -79,7 +79,7 @@ def run_untrusted(db_path: Path | PostgresDatabase, sql: str, timeout_s: float,
     row cap and a byte budget, in a worker process with a memory limit (the evaluator's
     runner, as ``ask`` uses it): a query that exhausts its worker costs that query only.
     On PostgreSQL: translated and run by :meth:`PostgresDatabase.run`, in a pooled session."""
-    from text2sql.execution import run_queries
+    from text2sql.sql.sqlite import run_queries
 
     if isinstance(db_path, PostgresDatabase):
         return db_path.run(sql, timeout_s=timeout_s, max_rows=max_rows)
@@ -194,7 +194,7 @@ class Generator:
     those waiting together are generated as one batch."""
 
     def __init__(self, adapter: Path, params: Path, max_batch: int):
-        from text2sql.generation import load_for_inference
+        from text2sql.inference.hf import load_for_inference
         from text2sql.params import InferParams, load_params
 
         self.adapter = adapter
@@ -236,7 +236,7 @@ class Generator:
                         item[2].set_result(out)
 
     def _generate(self, prompts: list[list[dict[str, str]]], n: int) -> list[Any]:
-        from text2sql.generation import generate
+        from text2sql.inference.hf import generate
 
         return generate(self.model, self.tokenizer, prompts, batch_size=len(prompts) * n,
                         max_new_tokens=self.infer.max_new_tokens, num_samples=n,
@@ -265,9 +265,9 @@ def answer_sql(db_path: Path | PostgresDatabase, schema: Schema, sql: str, *,
                dialect: str | None, run: bool, timeout_s: float, max_rows: int) -> dict[str, Any]:
     """Translate and run ``sql`` as ``text2sql ask`` does: the body of an answer (on
     PostgreSQL, ``dialect_sql`` is the SQL that runs there unless another dialect is asked)."""
-    from text2sql.dialect import column_names, transpile
-    from text2sql.execution import EMPTY, PARSE_ERROR, check_read_only_query
-    from text2sql.sql import MAX_BARE_JOINS, too_hard_to_parse
+    from text2sql.sql.dialect import column_names, transpile
+    from text2sql.sql.parse import MAX_BARE_JOINS, too_hard_to_parse
+    from text2sql.sql.sqlite import EMPTY, PARSE_ERROR, check_read_only_query
 
     if isinstance(db_path, PostgresDatabase):
         dialect = dialect or "postgres"
@@ -305,8 +305,8 @@ def vote_sql(db_path: Path | PostgresDatabase, texts: list[str], logprobs: list[
     and how the vote went. The candidates run in a worker process (:func:`choose_all`, the
     runner of voting and evaluation), so a bomb among them costs one vote; on PostgreSQL,
     on the server (:func:`choose_live`)."""
-    from text2sql.consistency import Candidate, choose_all, choose_live
-    from text2sql.extract import extract_sql
+    from text2sql.inference.voting import Candidate, choose_all, choose_live
+    from text2sql.sql.extract import extract_sql
 
     candidates = [Candidate(t, extract_sql(t), lp) for t, lp in zip(texts, logprobs, strict=True)]
     if isinstance(db_path, PostgresDatabase):
@@ -372,7 +372,7 @@ class ChatRequest(BaseModel):
 
 def known_dialect(name: str) -> str:
     """``name`` when sqlglot knows it; else a ValueError listing the known ones."""
-    from text2sql.dialect import check_dialect
+    from text2sql.sql.dialect import check_dialect
 
     try:
         check_dialect(name)
@@ -390,7 +390,7 @@ def create_app(settings: ServeSettings) -> Any:
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from text2sql.questions import prepare_settings, prompt_row
+    from text2sql.ask.questions import prepare_settings, prompt_row
 
     catalog = Catalog(settings.databases, pool_size=settings.sql_workers)
     prepare = prepare_settings(settings.params)
@@ -449,7 +449,7 @@ def create_app(settings: ServeSettings) -> Any:
                 result["tables"] = row["tables"]
                 result["source"] = "model"
                 if n == 1:
-                    from text2sql.extract import extract_sql
+                    from text2sql.sql.extract import extract_sql
 
                     sql = extract_sql(gen.texts[0])
                 else:
