@@ -135,7 +135,7 @@ def load_sqlite(cluster: Cluster, sqlite_path: Path, db: str) -> None:
         for fk in schema.foreign_keys:
             conn.execute(f"ALTER TABLE {q(fk.table)} ADD FOREIGN KEY ({q(fk.column)}) "
                          f"REFERENCES {q(fk.ref_table)} ({q(fk.ref_column)})")
-        # the README's read-only role
+        # docs/postgresql.md's read-only role
         conn.execute(f"GRANT CONNECT ON DATABASE {q(db)} TO {READER}")
         conn.execute(f"GRANT USAGE ON SCHEMA public TO {READER}")
         conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READER}")

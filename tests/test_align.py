@@ -221,8 +221,9 @@ def test_checkpoints_of_another_run_are_discarded(shop, tmp_path, capsys):
 def test_grpo_trains_a_step(tiny_adapter, prepared_rows, repo_root, tmp_path, capsys):
     """A real GRPO step (sampling, execution rewards, loss, update). The briefly trained toy
     writes no valid SQL, so every group's rewards are equal: the run stops with the reason
-    and writes no adapter (the measured run in README shows GRPO learning). Its checkpoint
-    stays, and the run started again resumes from it (its step is the last: nothing to do)."""
+    and writes no adapter (the measured runs in docs/benchmarks.md show GRPO learning). Its
+    checkpoint stays, and the run started again resumes from it (its step is the last: nothing
+    to do)."""
     from text2sql.training.align import select_questions, train_grpo
 
     params = AlignParams(method="grpo", **{**SHORT, "checkpoint_steps": 1})

@@ -77,9 +77,9 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_on_two_simulated_machines_train_as_one(tmp_path_factory):
-    """README's command for several machines, on loopback: one torchrun per machine, one
-    process each, 4 examples each a step. (``python stages/train.py`` starting torchrun itself
-    is the same code as the inference test's.)"""
+    """docs/distributed.md's command for several machines, on loopback: one torchrun per
+    machine, one process each, 4 examples each a step. (``python stages/train.py`` starting
+    torchrun itself is the same code as the inference test's.)"""
     base = base_run(tmp_path_factory)
     repo = copy_of_base_run(tmp_path_factory, "two-machines")
     _set_params(repo, "train", TWO_PROCESSES)

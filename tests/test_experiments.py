@@ -131,11 +131,13 @@ def test_queue_runs_every_experiment(queued):
 
 
 def readme_exp_show_command() -> list[str]:
-    """README's `dvc exp show` command for reviewing experiments, as arguments."""
+    """The manual's `dvc exp show` command for reviewing experiments (README.md or
+    docs/remote-and-review.md), as arguments."""
     import shlex
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    line = next(line for line in readme.splitlines()
+    from tests.manual import manual_lines
+
+    line = next(line for line in manual_lines()
                 if line.startswith("dvc exp show --only-changed"))
     return shlex.split(line.split("  #")[0])
 
@@ -159,7 +161,7 @@ def test_exp_show_has_readable_columns(queued):
 
 @pytest.mark.slow
 def test_readme_exp_show_fits_100_columns(queued):
-    """The terminal table of README's command: every changed param, the headline metrics."""
+    """The terminal table of the manual's command: every changed param, the headline metrics."""
     args = readme_exp_show_command()
     assert args[:3] == ["dvc", "exp", "show"]
     table = dvc(*args[1:], cwd=queued, COLUMNS="100").stdout

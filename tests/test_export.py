@@ -167,7 +167,7 @@ def test_llama_cpp_sees_the_same_prompt_tokens(exported, tiny_adapter, eval_rows
 def test_fidelity_f16_follows_transformers(exported):
     """The 1-epoch test adapter's logits are nearly flat, so f16 rounding flips a near-tie
     now and then (7 of 8 answers equal, measured); the stage's 0.95 is measured on the
-    default-trained model in README (192 of 192 equal)."""
+    default-trained model in docs/export.md (192 of 192 equal)."""
     _, metrics = exported
     assert metrics["n"] == N_QUESTIONS
     assert metrics["same_sql_gguf-f16"] >= 0.75

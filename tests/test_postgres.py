@@ -1,5 +1,5 @@
 """``ask`` and ``serve`` on a real PostgreSQL server: a throwaway cluster on 127.0.0.1 holding
-the sample school database, asked as the README's SELECT-only role and, for the attacks, as
+the sample school database, asked as docs/postgresql.md's SELECT-only role and, for the attacks, as
 the superuser (the worst case: only this project's guards stand in the way).
 
     uv run pytest tests/test_postgres.py -q

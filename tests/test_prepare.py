@@ -190,7 +190,7 @@ def hub_cache_with(cache: Path, hub_id: str, ref: str, dataset_dict) -> None:
 
 @pytest.mark.dvc
 def test_hub_dataset_under_dvc_repro(tmp_path, sample_dir):
-    """The README's hub command runs under DVC: the hub id is a param, not a path dependency;
+    """docs/stages.md's hub command runs under DVC: the hub id is a param, not a path dependency;
     the revision pins it; the local databases folder is the dependency."""
     datasets = pytest.importorskip("datasets")
     import yaml
