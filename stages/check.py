@@ -38,4 +38,4 @@ if __name__ == "__main__":
         main()
     except DataError as e:
         sys.exit(f"check: error: {e}\n(nothing was run or deleted; fix params.yaml, or restore "
-                 "the last good state: see README, 'When an experiment fails')")
+                 "the last good state: see docs/reproducibility.md, 'When an experiment fails')")

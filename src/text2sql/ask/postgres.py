@@ -7,7 +7,7 @@ transaction, always rolled back, through a server-side cursor, under ``statement
 budget. The schema is read from the catalog of the allowed schemas, so linking and prompts are
 the SQLite ones; the text values are indexed for value hints as a SQLite file's are. Passwords
 never appear in what it prints, returns or raises. The strongest guard is the server's: connect
-as a role with SELECT rights only (README).
+as a role with SELECT rights only (docs/postgresql.md).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ translated with sqlglot (both are shown; SQL it cannot translate is a parse
 error) and runs in a read-only transaction that is rolled back, under
 statement_timeout, with the same single-query check and caps; calls of server
 functions with side effects (pg_*, set_config, nextval, dblink, ...) are refused.
-Connect as a role with SELECT rights only (see README).
+Connect as a role with SELECT rights only (see docs/postgresql.md).
 """
 
 EPILOG = """\

@@ -19,7 +19,7 @@ Models are loaded with no extra buffer types (``use_extra_bufts = False``): no r
 AMX weight buffers. On Intel CPUs with AMX those crashed ``decode`` on q8_0 and q4_k_m files
 (issue 22), and the repacked kernels round differently from the plain ones, so a file would
 answer differently on a machine that has them. What it costs is measured in
-``bench/bench_llama_build.py`` (README, "llama.cpp build").
+``bench/bench_llama_build.py`` (docs/export.md, "llama.cpp build").
 """
 
 from __future__ import annotations

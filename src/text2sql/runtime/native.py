@@ -126,7 +126,7 @@ class ChildWorker:
             f"while {doing}. Its native stack trace is printed above (faulthandler). Nothing "
             "written so far was changed: outputs are only replaced when a run completes. If it "
             "is llama.cpp, check that llama-cpp-python is the project's portable build "
-            "(uv sync --reinstall-package llama-cpp-python; README, 'llama.cpp build').")
+            "(uv sync --reinstall-package llama-cpp-python; docs/export.md, 'llama.cpp build').")
 
 
 def _shut_down(proc: subprocess.Popen[bytes], send: Connection, recv: Connection) -> None:

@@ -7,9 +7,9 @@ instruction set (AMX, AVX-512 BF16), and every parallel reduction by thread coun
 machines then train different adapters from the same inputs. :func:`pin_cpu_numerics`
 fixes each of these choices before torch is imported, so the training and inference
 stages give bit-identical outputs on every x86-64 CPU with AVX2 (which means any from
-the last ten years); the price is measured in README ("Reproducible runs").
+the last ten years); the price is measured in docs/reproducibility.md.
 
-GPUs are not pinned: CUDA kernels add their own float noise (see README), and torch's
+GPUs are not pinned: CUDA kernels add their own float noise (see docs/reproducibility.md), and torch's
 deterministic algorithms stay off there (:func:`deterministic_algorithms`).
 """
 

@@ -4,7 +4,7 @@ The presets turn gradient checkpointing on only where a micro-batch would not fi
 it: checkpointing runs every layer's forward again in the backward pass (about a third
 more compute per step), and a smaller micro-batch that fits costs less than that. The
 estimate counts what Unsloth's kernels keep for the backward pass (file:line below), for
-a 4-bit base and 16-bit compute; README ("A real model on a GPU") has the table.
+a 4-bit base and 16-bit compute; docs/gpu.md has the table.
 """
 
 from __future__ import annotations
