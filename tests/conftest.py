@@ -9,6 +9,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 SPIDER_TRAIN = REPO.parent / "shared" / "spider-train"
+SCHOOL = SAMPLE / "database" / "school" / "school.sqlite"
 
 
 def make_shop(db: Path) -> Path:
@@ -60,6 +61,77 @@ def tiny_adapter(tmp_path_factory, prepared_rows) -> Path:
     out = tmp_path_factory.mktemp("adapter")
     train(params, prepared_rows["train"][:256], out)
     return out
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A throwaway PostgreSQL server holding the sample school database (skipped, with the
+    reason, where PostgreSQL's binaries are not installed)."""
+    from tests.postgres_server import Cluster, load_sqlite, why_no_server
+
+    why = why_no_server()
+    if why:
+        pytest.skip(why)
+    server = Cluster()
+    try:
+        load_sqlite(server, SCHOOL, "school")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def reader_url(cluster) -> str:
+    from tests.postgres_server import READER, READER_PASSWORD
+
+    return cluster.url("school", READER, READER_PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def superuser_url(cluster) -> str:
+    return cluster.url("school")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request):
+    """The school database as each engine holds it: a SQLite file, a PostgreSQL database."""
+    from text2sql.ask.database import open_database
+
+    if request.param == "sqlite":
+        db = open_database(SCHOOL)
+    else:
+        db = open_database(request.getfixturevalue("reader_url"))
+    yield db
+    db.close()
+
+
+def ask_exit_status(db: object, sql: str) -> int:
+    """The exit status ``text2sql ask`` must give for ``sql`` on ``db`` (a SQLite file or a
+    ``PostgresDatabase``), from the guards and runners of :mod:`text2sql.sql` alone: 3
+    refused, 1 failed, 0 answered. Tests of a model's answer check it against this, since
+    which SQL a barely trained model writes is not for the test to say."""
+    from text2sql.sql.parse import too_hard_to_parse
+    from text2sql.sql.sqlite import NOT_READ_ONLY, check_read_only_query, run_query
+
+    if too_hard_to_parse(sql) or check_read_only_query(sql)[0] is not None:
+        return 3
+    result = run_query(db, sql) if isinstance(db, (str, Path)) else db.run(sql)
+    return 0 if result.ok else 3 if result.error == NOT_READ_ONLY else 1
+
+
+def asked_sql(out: str) -> str:
+    """The SQL ``text2sql ask`` printed first (after ``SQL (generated ...):`` or ``SQL (N of
+    M samples agree; ...):``), up to the next ``SQL (`` header; run with ``--dialect`` so
+    that a header follows it when a table does."""
+    lines = out.splitlines()
+    start = next(k for k, line in enumerate(lines) if line.startswith("SQL ("))
+    sql = []
+    for line in lines[start + 1:]:
+        if line.startswith("SQL ("):
+            break
+        sql.append(line.removeprefix("  "))
+    sql_text = "\n".join(sql)
+    return "" if sql_text == "(the model wrote no SQL)" else sql_text
 
 
 def pytest_configure(config):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import select
 import subprocess
 import sys
@@ -58,9 +59,10 @@ def test_chat_reads_questions_from_a_pipe(tiny_adapter, monkeypatch, capsys):
     assert out.count("SQL (turn 1,") == 2 and out.count("SQL (turn 2,") == 1
     assert "(new conversation)" in out and "unknown command '/nope'" in out
     assert "> " not in out  # no prompt when the questions come from a pipe
-    # each answer is a result table or an explicit failure, never silence
-    answers = out.count(" row") + err.count("text2sql chat: ")
-    assert answers >= 3, (out, err)
+    # each of the three answers is a result table or an explicit failure, never silence
+    tables = re.findall(r"^\(\d+ rows?[;)]", out, flags=re.MULTILINE)
+    failures = re.findall(r"^text2sql chat: (?:refused|the query failed)", err, flags=re.MULTILINE)
+    assert len(tables) + len(failures) == 3, (out, err)
     assert digest(SCHOOL) == before
 
 

@@ -22,7 +22,7 @@ from text2sql.sql.schema import Column, ForeignKey, Schema, Table, load_spider_t
 SPIDER_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "spider-train"
 
 
-def shop() -> Schema:
+def shop_schema() -> Schema:
     return Schema("shop", [
         Table("customers", [Column("customer_id"), Column("name"), Column("city")], ["customer_id"]),
         Table("orders", [Column("order_id"), Column("customer_id"), Column("status")], ["order_id"]),
@@ -49,7 +49,7 @@ def test_words_match_prefix_and_typo_but_not_short_or_numbers():
 
 
 def test_names_columns_and_labels_link_tables():
-    s = shop()
+    s = shop_schema()
     assert link_tables("Which products cost less than 5?", s) == ["products"]
     assert link_tables("Show each unit price.", s) == ["products"]  # a camelCase column
     assert link_tables("Which institution is in France?", s) == ["Inst"]  # the label
@@ -57,11 +57,11 @@ def test_names_columns_and_labels_link_tables():
 
 def test_foreign_key_columns_do_not_link_their_table():
     """``orders.customer_id`` does not make every question about customers need orders."""
-    assert link_tables("Which customers live in Paris?", shop()) == ["customers"]
+    assert link_tables("Which customers live in Paris?", shop_schema()) == ["customers"]
 
 
 def test_expand_with_foreign_keys_adds_the_bridge():
-    s = shop()
+    s = shop_schema()
     assert expand_with_foreign_keys(s, ["customers", "products"]) == [
         "customers", "orders", "order_items", "products"]
     assert expand_with_foreign_keys(s, ["Inst", "products"]) == ["products", "Inst"]  # no path
@@ -69,14 +69,14 @@ def test_expand_with_foreign_keys_adds_the_bridge():
 
 
 def test_select_tables_falls_back_to_the_full_schema():
-    s = shop()
+    s = shop_schema()
     assert select_tables("Hello there?", s) == (s.table_names, True)
     assert select_tables("Which products?", s, full_schema_max_tables=5) == (s.table_names, True)
     assert select_tables("Which products?", s, full_schema_max_tables=4) == (["products"], False)
 
 
 def test_fk_parents_modes():
-    s = shop()
+    s = shop_schema()
     q = "Show each status and quantity."  # links orders and order_items by their columns
     assert select_tables("Show all quantities.", s, fk_parents="never")[0] == ["order_items"]
     assert select_tables("Show all quantities.", s, fk_parents="single")[0] == [

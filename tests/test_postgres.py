@@ -14,8 +14,8 @@ import os
 
 import pytest
 
-from tests.conftest import SAMPLE
-from tests.postgres_server import READER, READER_PASSWORD, Cluster, load_sqlite, why_no_server
+from tests.conftest import SAMPLE, ask_exit_status, asked_sql
+from tests.postgres_server import READER, READER_PASSWORD
 from text2sql.ask.postgres import PostgresDatabase
 from text2sql.cli import main
 from text2sql.evaluation.compare import results_match
@@ -23,29 +23,6 @@ from text2sql.sql.postgres import beyond_reading, hide_password, masked
 
 SCHOOL = SAMPLE / "database" / "school" / "school.sqlite"
 WRONG_PASSWORD = "Wr0ng-pass-Q7"
-
-
-@pytest.fixture(scope="session")
-def cluster():
-    why = why_no_server()
-    if why:
-        pytest.skip(why)
-    server = Cluster()
-    try:
-        load_sqlite(server, SCHOOL, "school")
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def reader_url(cluster) -> str:
-    return cluster.url("school", READER, READER_PASSWORD)
-
-
-@pytest.fixture(scope="session")
-def superuser_url(cluster) -> str:
-    return cluster.url("school")
 
 
 def fingerprint(cluster) -> dict:
@@ -185,8 +162,9 @@ def test_ask_with_the_adapter_on_postgres(reader_url, tiny_adapter, cluster, cap
     out, err = capsys.readouterr()
     assert "tables: " in out and "students" in out.splitlines()[0]
     assert "SQL (generated in" in out
-    # The poorly trained model's SQL may or may not run; every outcome is explicit.
-    assert code in (0, 1, 3), err
+    # Which SQL the poorly trained model writes is its own; what ask does with it is not.
+    sql = asked_sql(out)
+    assert code == ask_exit_status(PostgresDatabase(reader_url), sql), (sql, out, err)
     if code == 0:
         assert "SQL (postgres):" in out and "row" in out.splitlines()[-1]
     assert READER_PASSWORD not in out + err
@@ -227,17 +205,18 @@ def test_writes_ddl_copy_and_side_effects_are_refused(cluster, superuser_url, ca
         err = capsys.readouterr().err
         assert code == 3 and "refused" in err, (sql, code, err)
     db = PostgresDatabase(superuser_url)
-    for sql in ATTACKS:
-        assert db.run(sql, timeout_s=2).error in ("not_read_only", "parse_error"), sql
+    for sql in ATTACKS:  # COPY is no statement SQLite's tokenizer knows
+        kind = "parse_error" if sql.startswith("COPY") else "not_read_only"
+        assert db.run(sql, timeout_s=2).error == kind, sql
     # Past the text checks, the server-side cursor takes one query only, and the read-only
     # transaction stops what writes.
     for pg_sql in ("DELETE FROM enrollments", "CREATE TABLE loot (x int)",
                    "SELECT 1; DROP TABLE grades"):
         assert db.execute(pg_sql, timeout_s=2, max_rows=10).error == "parse_error", pg_sql
-    for pg_sql in ("SELECT * FROM students FOR UPDATE",
-                   "WITH x AS (DELETE FROM enrollments RETURNING *) SELECT 1"):
-        assert db.execute(pg_sql, timeout_s=2, max_rows=10).error in (
-            "not_read_only", "execution_error"), pg_sql
+    for pg_sql, kind in (("SELECT * FROM students FOR UPDATE", "not_read_only"),  # the transaction
+                         ("WITH x AS (DELETE FROM enrollments RETURNING *) SELECT 1",
+                          "execution_error")):  # the server-side cursor
+        assert db.execute(pg_sql, timeout_s=2, max_rows=10).error == kind, pg_sql
     # What a read-only transaction lets through is rolled back: no large object is left.
     assert db.execute("SELECT lo_create(0)", timeout_s=2, max_rows=10).ok
     assert fingerprint(cluster) == before
@@ -357,8 +336,8 @@ def test_serve_asks_the_model_on_postgres(cluster, reader_url, tiny_adapter, rep
     database; in this process (starting a server process with the model costs much more)."""
     from fastapi.testclient import TestClient
 
+    from tests.test_serve import SAME
     from text2sql.serve.app import ServeSettings, create_app
-    from text2sql.sql.sqlite import ERROR_KINDS
 
     (tmp_path / "databases.yaml").write_text(f"school: '{reader_url}'\n")
     before = fingerprint(cluster)
@@ -369,7 +348,9 @@ def test_serve_asks_the_model_on_postgres(cluster, reader_url, tiny_adapter, rep
                                             "question": "How many students live in Glenrock?"}).json()
         assert body["source"] == "model" and "students" in body["tables"]
         assert body["dialect"] == "postgres"
-        assert body["executed"] or body["error_kind"] in ERROR_KINDS, body
+        # the model's SQL, whatever it is, gets the answer that SQL sent by a client gets
+        given = client.post("/v1/sql", json={"db": "school", "sql": body["sql"]}).json()
+        assert {k: body[k] for k in SAME} == {k: given[k] for k in SAME}, (body, given)
         voted = client.post("/v1/sql", json={"db": "school", "num_samples": 2,
                                              "question": "How many teachers are there?"}).json()
         assert voted["vote"]["samples"] == 2, voted

@@ -49,12 +49,17 @@ from text2sql.sql.sqlite import (
 
 if TYPE_CHECKING:
     from text2sql.data.values import ValueIndex
+    from text2sql.inference.voting import Candidate, Vote
 
 
 class PostgresDatabase:
     """One PostgreSQL database: its URL (libpq's; empty parts come from ``PGHOST``,
     ``PGUSER``, ``PGPASSWORD``, ``PGDATABASE``... or ``~/.pgpass``), the schemas questions
-    may read, and with ``pool_size`` a pool of connections (``serve``)."""
+    may read, and with ``pool_size`` a pool of connections (``serve``). A
+    :class:`text2sql.ask.database.Database`."""
+
+    engine = "postgresql"
+    dialect: str | None = "postgres"
 
     def __init__(self, url: str, schemas: Sequence[str] = ("public",), *,
                  name: str | None = None, pool_size: int = 0):
@@ -199,6 +204,17 @@ class PostgresDatabase:
         if why is not None:
             return ExecResult(None, NOT_READ_ONLY, why)
         return self.execute(pg_sql, timeout_s=timeout_s, max_rows=max_rows, max_bytes=max_bytes)
+
+    def vote(self, candidates: Sequence[Candidate], *, timeout_s: float, max_rows: int,
+             max_bytes: int = MAX_RESULT_BYTES, prefer_nonempty: bool = True) -> Vote:
+        """Self-consistency on the server: each distinct candidate through :meth:`run`."""
+        from text2sql.inference.voting import choose_live
+
+        return choose_live(self, candidates, timeout_s=timeout_s, max_rows=max_rows,
+                           max_bytes=max_bytes, prefer_nonempty=prefer_nonempty)
+
+    def why_no_tables(self) -> str:
+        return f"no tables this user may read in schemas {', '.join(self.schemas)} (--schemas)"
 
     def execute(self, pg_sql: str, *, timeout_s: float, max_rows: int,
                 max_bytes: int = MAX_RESULT_BYTES) -> ExecResult:

@@ -17,7 +17,7 @@ from text2sql.params import PrepareParams, load_params
 from text2sql.sql.schema import Schema, schema_from_sqlite
 
 if TYPE_CHECKING:
-    from text2sql.ask.postgres import PostgresDatabase
+    from text2sql.ask.database import Database
     from text2sql.data.prompts import HistoryTurn
     from text2sql.data.sources import Databases
 
@@ -29,19 +29,19 @@ def prepare_settings(params_file: str | Path | None) -> PrepareParams:
     return PrepareParams()
 
 
-def prompt_row(question: str, db_path: str | Path | PostgresDatabase, schema: Schema,
+def prompt_row(question: str, db_path: str | Path | Database, schema: Schema,
                settings: PrepareParams, *, example_id: str = "question",
                evidence: str | None = None,
                history: Sequence[HistoryTurn] = ()) -> dict[str, Any]:
     """A prepared row (id, db_id, db_path, question, tables, prompt) for one question,
     built by the prepare stage's own prompt maker with its ``prepare:`` settings.
-    ``db_path``: a SQLite file, or a PostgreSQL database (``db_path`` shows its URL, masked);
-    ``history``: the conversation's earlier turns (``text2sql chat``)."""
-    from text2sql.ask.postgres import PostgresDatabase
+    ``db_path``: a SQLite file, or a :class:`~text2sql.ask.database.Database` (``db_path``
+    shows its location, a URL's password masked); ``history``: the conversation's earlier
+    turns (``text2sql chat``)."""
     from text2sql.data.prepare import prompt_options
     from text2sql.data.prompts import make_prompt
 
-    db = db_path if isinstance(db_path, PostgresDatabase) else str(db_path)
+    db = str(db_path) if isinstance(db_path, (str, Path)) else db_path
     linked = make_prompt(question, schema, db, evidence, prompt_options(settings), history)
     row: dict[str, Any] = {"id": example_id, "db_id": schema.db_id, "db_path": str(db_path),
                            "question": question, "tables": linked.tables,

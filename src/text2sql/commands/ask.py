@@ -7,10 +7,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from text2sql.commands import add_adapter_argument
-from text2sql.sql.dialect import check_dialect, column_names, transpile
+from text2sql.sql.dialect import check_dialect
+
+if TYPE_CHECKING:
+    from text2sql.ask.database import Database
+    from text2sql.ask.pipeline import Answer, Generate, Limits
+    from text2sql.params import InferParams
+    from text2sql.sql.schema import Schema
 
 DESCRIPTION = """\
 Ask a question of any SQLite database, or a PostgreSQL one, in plain words.
@@ -91,9 +97,9 @@ def register(subparsers: Any) -> None:
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """The options :func:`check_limits_and_schema` and :func:`run_and_show` read: how a
-    query is shown (``--dialect``, ``--width``) and limited (``--timeout``, ``--max-rows``,
-    ``--max-bytes``); shared by ``ask`` and ``chat``."""
+    """The options :func:`check_limits_and_schema`, :func:`limits_of` and :func:`show_answer`
+    read: how a query is shown (``--dialect``, ``--width``) and limited (``--timeout``,
+    ``--max-rows``, ``--max-bytes``); shared by ``ask`` and ``chat``."""
     p.add_argument("--dialect", metavar="NAME",
                    help="also show the SQL translated to this sqlglot dialect "
                         "(postgres, mysql, duckdb, bigquery, snowflake, tsql, ...)")
@@ -108,116 +114,102 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
 
 
-def check_limits_and_schema(args: argparse.Namespace) -> tuple[Any, Any]:
+def check_limits_and_schema(args: argparse.Namespace) -> tuple[Database, Schema]:
     """Refuse bad ``--timeout``/``--max-rows``/``--max-bytes``/``--width``/``--dialect``
     values and a ``--db`` that is neither a SQLite file with tables nor a PostgreSQL
-    database with readable tables; the database (a ``Path`` or a ``PostgresDatabase``)
-    and its schema."""
-    from text2sql.ask.postgres import PostgresDatabase
-    from text2sql.ask.questions import read_schema
+    database with readable tables; the database and its schema."""
+    from text2sql.ask.database import open_database
     from text2sql.io import DataError
-    from text2sql.sql.postgres import is_postgres_url
 
     if args.dialect:
         check_dialect(args.dialect)
     if args.timeout <= 0 or args.max_rows < 1 or args.max_bytes < 1 or args.width < 8:
         raise DataError("--timeout must be > 0, --max-rows and --max-bytes at least 1, "
                         "--width at least 8")
-    db: Path | PostgresDatabase
-    if is_postgres_url(str(args.db)):
-        schemas = getattr(args, "schemas", "public")
-        db = PostgresDatabase(str(args.db), [s.strip() for s in schemas.split(",") if s.strip()])
-        schema = db.schema()
-        if not schema.tables:
-            raise DataError(f"{db}: no tables this user may read in schemas "
-                            f"{', '.join(db.schemas)} (--schemas)")
-    else:
-        db = Path(args.db)
-        if not db.is_file():
-            raise DataError(f"{db}: SQLite file not found (--db); a PostgreSQL database is "
-                            "given as postgresql://user@host/db")
-        schema = read_schema(db)
-        if not schema.tables:
-            raise DataError(f"{db}: the database has no tables to ask about")
+    schemas = getattr(args, "schemas", "public")
+    db = open_database(str(args.db), [s.strip() for s in schemas.split(",") if s.strip()])
+    schema = db.schema()
+    if not schema.tables:
+        raise DataError(f"{db}: {db.why_no_tables()}")
     return db, schema
 
 
+def limits_of(args: argparse.Namespace) -> Limits:
+    """The query limits ``--timeout``, ``--max-rows`` and ``--max-bytes`` set."""
+    from text2sql.ask.pipeline import Limits
+
+    return Limits(timeout_s=args.timeout, max_rows=args.max_rows, max_bytes=args.max_bytes)
+
+
 def run(args: argparse.Namespace) -> int:
-    from text2sql.ask.questions import prepare_settings, prompt_row
+    from text2sql.ask.pipeline import answer_question, run_sql
+    from text2sql.ask.questions import prepare_settings
     from text2sql.io import DataError
 
     if args.sql is None and not (args.question or "").strip():
         raise DataError("give a question, or your own SQL with --sql")
     db, schema = check_limits_and_schema(args)
     out = sys.stdout
+    dialects = [db.dialect, args.dialect]
     if args.sql is not None:
-        sql, note = args.sql, "given with --sql"
+        answer = run_sql(db, schema, args.sql, limits=limits_of(args), dialects=dialects)
+        note = "given with --sql"
     else:
-        row = prompt_row(args.question, db, schema, prepare_settings(args.params))
-        print(f"tables: {', '.join(row['tables'])}", file=out)
-        sql, note = generate_sql(row, db, args)
-    print(f"SQL ({note}):\n  {indent(sql or '(the model wrote no SQL)')}", file=out)
-    return run_and_show(sql, db, schema, args, out)
+        generate, infer, n, load_s = load_model(args)
+        answer = answer_question(args.question, db, schema, generate,
+                                 settings=prepare_settings(args.params), num_samples=n,
+                                 limits=limits_of(args), dialects=dialects,
+                                 prefer_nonempty=infer.prefer_nonempty)
+        print(f"tables: {', '.join(answer.tables or [])}", file=out)
+        seconds = answer.generate_s or 0.0
+        note = f"generated in {seconds:.1f} s, model loaded in {load_s:.1f} s" \
+            if answer.vote is None else (f"{answer.vote.votes} of {n} samples agree; "
+                                         f"{answer.vote.valid} ran; {seconds:.1f} s")
+    print(f"SQL ({note}):\n  {indent(answer.sql or '(the model wrote no SQL)')}", file=out)
+    return show_answer(answer, args, out)
 
 
-def run_and_show(sql: str, db: Any, schema: Any, args: argparse.Namespace, out: Any) -> int:
-    """Check ``sql``, run it read-only on ``db`` (a SQLite ``Path`` or a
-    ``PostgresDatabase``) within ``args``' limits (``timeout``, ``max_rows``, ``max_bytes``;
-    ``dialect``, ``width`` for showing) and print the result table to ``out``, or why it
-    was refused or failed to stderr; the exit status."""
-    from text2sql.ask.postgres import PostgresDatabase
-    from text2sql.sql.parse import MAX_BARE_JOINS, too_hard_to_parse
-    from text2sql.sql.sqlite import NOT_READ_ONLY, check_read_only_query, run_queries
-
+def show_answer(answer: Answer, args: argparse.Namespace, out: Any) -> int:
+    """Print ``answer`` (:mod:`text2sql.ask.pipeline`): its translations and result table
+    to ``out`` (``args.width`` wide), or why it was refused or failed to stderr; the exit
+    status."""
     me = f"text2sql {getattr(args, 'command', 'ask')}"
-    if too_hard_to_parse(sql):
-        print(f"{me}: refused: the SQL has more than {MAX_BARE_JOINS} JOINs in a row "
-              "without ON (a model repeating itself). Nothing was executed.", file=sys.stderr)
+    if answer.guard == "bare_joins":
+        print(f"{me}: refused: the SQL has {answer.error}. Nothing was executed.",
+              file=sys.stderr)
         return REFUSED
-    on_postgres = isinstance(db, PostgresDatabase)
-    dialects = [d for d in ("postgres" if on_postgres else None, args.dialect) if d]
-    if sql:
-        for dialect in dict.fromkeys(dialects):
-            shown = db.shown(sql) if on_postgres and dialect == "postgres" \
-                else transpile(sql, dialect)
-            print(f"SQL ({dialect}):\n  {indent(shown)}", file=out)
-    kind, message = check_read_only_query(sql)
-    if kind is not None:
-        print(f"{me}: refused: {refusal(kind, message)}. Only a single read-only query "
-              "(SELECT or WITH) is run; nothing was executed.", file=sys.stderr)
+    for dialect, shown in answer.translations.items():
+        print(f"SQL ({dialect}):\n  {indent(shown)}", file=out)
+    if answer.guard == "read_only":
+        print(f"{me}: refused: {refusal(answer.error_kind or '', answer.error or '')}. Only a "
+              "single read-only query (SELECT or WITH) is run; nothing was executed.",
+              file=sys.stderr)
         return REFUSED
-    if on_postgres:
-        result = db.run(sql, timeout_s=args.timeout, max_rows=args.max_rows,
-                        max_bytes=args.max_bytes)
-    else:
-        [result] = run_queries([(db, sql)], timeout_s=args.timeout, max_rows=args.max_rows,
-                               max_bytes=args.max_bytes)
-    if result.error == NOT_READ_ONLY:  # stopped by a guard of the database: nothing was changed
-        print(f"{me}: refused: {result.message}. Only a single read-only query "
+    if answer.guard == "database":  # stopped by a guard of the database: nothing was changed
+        print(f"{me}: refused: {answer.error}. Only a single read-only query "
               "(SELECT or WITH) is run; nothing was changed.", file=sys.stderr)
         return REFUSED
-    if not result.ok:
+    if not answer.ok:
         hint = {"timeout": f" (after the {args.timeout:g} s limit; raise --timeout)",
-                "too_large": " (raise --max-bytes, or select less)"}.get(result.error or "", "")
-        print(f"{me}: the query failed: {result.message} [{result.error}]{hint}",
+                "too_large": " (raise --max-bytes, or select less)"
+                }.get(answer.error_kind or "", "")
+        print(f"{me}: the query failed: {answer.error} [{answer.error_kind}]{hint}",
               file=sys.stderr)
         return FAILED
-    rows = result.rows or []
-    headers = result.columns or column_names(sql, schema, len(rows[0]) if rows else None)
-    print(format_table(headers, rows, args.width), file=out)
-    more = f"; stopped at --max-rows {args.max_rows}, there are more" if result.truncated else ""
-    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{more}; {result.seconds:.3f} s)",
-          file=out)
+    rows = answer.rows
+    print(format_table(answer.columns, rows, args.width), file=out)
+    more = f"; stopped at --max-rows {args.max_rows}, there are more" if answer.truncated else ""
+    seconds = answer.result.seconds if answer.result is not None else 0.0
+    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{more}; {seconds:.3f} s)", file=out)
     return 0
 
 
-def generate_sql(row: dict[str, Any], db: Any, args: argparse.Namespace) -> tuple[str, str]:
-    """The adapter's SQL for the prepared ``row`` and a note on how it was chosen."""
+def load_model(args: argparse.Namespace) -> tuple[Generate, InferParams, int, float]:
+    """``generate(prompt, n)`` on the adapter or GGUF file of ``args`` (infer: settings of
+    ``--params``), the settings, the number of samples and the seconds loading took."""
     from text2sql.commands.predict import model_path
     from text2sql.inference.predict import load_generator
-    from text2sql.inference.voting import Candidate, choose_all, choose_live
     from text2sql.params import InferParams, load_params
-    from text2sql.sql.extract import extract_sql
 
     infer = load_params("infer", args.params) if args.params.is_file() else InferParams()
     if args.backend:
@@ -227,24 +219,13 @@ def generate_sql(row: dict[str, Any], db: Any, args: argparse.Namespace) -> tupl
     t0 = time.perf_counter()
     generator, _ = load_generator(model_path(args, infer.backend), infer)
     load_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    gen = generator([row["prompt"]], batch_size=max(n, 1), max_new_tokens=max_new_tokens,
-                    num_samples=n, temperature=infer.temperature, seed=infer.seed,
-                    progress=False)[0]
-    seconds = time.perf_counter() - t0
-    if n == 1:
-        return extract_sql(gen.texts[0]), f"generated in {seconds:.1f} s, model loaded in {load_s:.1f} s"
-    candidates = [Candidate(t, extract_sql(t), lp)
-                  for t, lp in zip(gen.texts, gen.logprobs, strict=True)]
-    if isinstance(db, Path):
-        [vote] = choose_all([(str(db), candidates)], timeout_s=args.timeout,
-                            max_rows=args.max_rows, max_bytes=args.max_bytes,
-                            prefer_nonempty=infer.prefer_nonempty, workers=1)
-    else:
-        vote = choose_live(db, candidates, timeout_s=args.timeout, max_rows=args.max_rows,
-                           max_bytes=args.max_bytes, prefer_nonempty=infer.prefer_nonempty)
-    return candidates[vote.chosen].sql, (f"{vote.votes} of {n} samples agree; "
-                                         f"{vote.valid} ran; {seconds:.1f} s")
+
+    def generate(prompt: list[dict[str, str]], num_samples: int) -> Any:
+        return generator([prompt], batch_size=max(num_samples, 1), max_new_tokens=max_new_tokens,
+                         num_samples=num_samples, temperature=infer.temperature,
+                         seed=infer.seed, progress=False)[0]
+
+    return generate, infer, n, load_s
 
 
 def refusal(kind: str, message: str) -> str:

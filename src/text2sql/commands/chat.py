@@ -7,10 +7,21 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from text2sql.commands import add_adapter_argument, resolve_adapter
-from text2sql.commands.ask import add_run_arguments, check_limits_and_schema, indent, run_and_show
+from text2sql.commands.ask import (
+    add_run_arguments,
+    check_limits_and_schema,
+    indent,
+    limits_of,
+    show_answer,
+)
+
+if TYPE_CHECKING:
+    from text2sql.ask.database import Database
+    from text2sql.params import InferParams, PrepareParams
+    from text2sql.sql.schema import Schema
 
 DESCRIPTION = """\
 Talk to a SQLite file or a PostgreSQL database: ask a question, then follow up ("only those from
@@ -134,13 +145,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def converse(conversation: Conversation, args: argparse.Namespace, db: Any, schema: Any,
-             settings: Any, model: Any, tokenizer: Any, infer: Any, max_new_tokens: int,
-             out: TextIO) -> None:
+def converse(conversation: Conversation, args: argparse.Namespace, db: Database,
+             schema: Schema, settings: PrepareParams, model: Any, tokenizer: Any,
+             infer: InferParams, max_new_tokens: int, out: TextIO) -> None:
     """Answer each line of standard input (a question or a command) until the input ends."""
-    from text2sql.ask.questions import prompt_row
-    from text2sql.inference.hf import generate
-    from text2sql.sql.extract import extract_sql
+    from text2sql.ask.pipeline import answer_question
+    from text2sql.inference.hf import generate as generate_texts
+
+    def generate(prompt: list[dict[str, str]], num_samples: int) -> Any:
+        [gen] = generate_texts(model, tokenizer, [prompt], batch_size=1,
+                               max_new_tokens=max_new_tokens, num_samples=num_samples,
+                               temperature=infer.temperature, seed=infer.seed, progress=False)
+        return gen
 
     for line in read_questions(sys.stdin, out):
         question = line.strip()
@@ -163,18 +179,14 @@ def converse(conversation: Conversation, args: argparse.Namespace, db: Any, sche
                 print(f"unknown command {command!r}; {HELP}", file=out)
             out.flush()
             continue
-        row = prompt_row(question, db, schema, settings, history=list(conversation.turns))
-        t0 = time.perf_counter()
-        [gen] = generate(model, tokenizer, [row["prompt"]], batch_size=1,
-                         max_new_tokens=max_new_tokens, num_samples=1,
-                         temperature=infer.temperature, seed=infer.seed, progress=False)
-        sql = extract_sql(gen.texts[0])
-        print(f"tables: {', '.join(row['tables'])}", file=out)
-        print(f"SQL (turn {conversation.asked + 1}, generated in "
-              f"{time.perf_counter() - t0:.1f} s):\n  {indent(sql or '(the model wrote no SQL)')}",
-              file=out)
-        out.flush()
-        run_and_show(sql, db, schema, args, out)
+        answer = answer_question(question, db, schema, generate, settings=settings,
+                                 limits=limits_of(args), dialects=[db.dialect, args.dialect],
+                                 history=list(conversation.turns))
+        sql = answer.sql
+        print(f"tables: {', '.join(answer.tables or [])}", file=out)
+        print(f"SQL (turn {conversation.asked + 1}, generated in {answer.generate_s or 0.0:.1f} "
+              f"s):\n  {indent(sql or '(the model wrote no SQL)')}", file=out)
+        show_answer(answer, args, out)
         conversation.add(question, sql)
         out.flush()
         sys.stderr.flush()

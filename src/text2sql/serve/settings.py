@@ -1,0 +1,21 @@
+"""What ``text2sql serve`` was started with: :class:`ServeSettings`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What ``text2sql serve`` was started with (see its ``--help``)."""
+
+    databases: Path  # a folder of SQLite files, or a databases.yaml
+    adapter: Path | None  # None: no model, requests must carry their own SQL
+    params: Path = Path("params.yaml")
+    timeout_s: float = 5.0  # per query, inside SQLite
+    max_rows: int = 1000  # per answer
+    sql_workers: int = 4  # queries running at once
+    max_pending: int = 64  # requests in flight before 429
+    max_batch: int = 8  # prompts generated together
+    max_body_bytes: int = 65536
