@@ -106,14 +106,14 @@ def main(argv: list[str] | None = None) -> int:
             rate = len(items) / seconds
             base = base or rate
             rows.append([name, workers, f"{seconds:.1f}", f"{rate:.0f}", f"{rate / base:.2f}x",
-                         f"{m['execution_accuracy']:.3f}", f"{m['exact_match']:.3f}",
+                         f"{m['execution_accuracy']:.3f}", f"{m['normalized_match']:.3f}",
                          int(m["gold_errors"])])
             print(f"  {name}, workers={workers}: {seconds:.1f} s", file=sys.stderr, flush=True)
         outcome_rows.append([name] + [int(m[f"outcome_{k}"]) for k in
                                       ("correct", "wrong_result", "parse_error", "unknown_table",
                                        "unknown_column", "execution_error", "timeout")])
     print(tabulate(rows, headers=["predictions", "workers", "seconds", "examples/s",
-                                  "vs workers=1", "exec acc", "exact match", "gold errors"],
+                                  "vs workers=1", "exec acc", "normalized match", "gold errors"],
                    tablefmt="github"))
     print()
     print(tabulate(outcome_rows, headers=["predictions", "correct", "wrong", "parse", "no table",

@@ -1,4 +1,4 @@
-"""evaluate: execution accuracy and exact match of the predictions on real SQLite databases.
+"""evaluate: execution accuracy and exact set match of the predictions on real SQLite databases.
 
     dvc repro evaluate
     dvc metrics diff                    # vs the last commit: overall, per difficulty, per outcome
@@ -8,11 +8,13 @@
 
 Reads the ``evaluate:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
 ``data/predictions/eval.jsonl``. Writes the per-example ``data/evaluation/results.jsonl``,
-the headline ``metrics/eval.json`` (execution accuracy, exact match, valid SQL rate, n; for
-multi-turn data also question- and interaction-level execution accuracy),
-``metrics/eval_breakdown.json`` (by difficulty and by outcome; for conversations, by turn), the plot data ``metrics/eval_by_difficulty.csv`` and the
-pull-request report ``metrics/eval_report.md``. To score another system's predictions
-without touching these outputs, use ``text2sql evaluate``.
+the headline ``metrics/eval.json`` (execution accuracy, Spider's exact set match, normalized
+match, valid SQL rate, n; for multi-turn data also question- and interaction-level execution
+accuracy), ``metrics/eval_breakdown.json`` (the bootstrap interval of execution accuracy, by
+difficulty and by outcome; for conversations, by turn), the plot data
+``metrics/eval_by_difficulty.csv`` and the pull-request report ``metrics/eval_report.md``.
+To score another system's predictions without touching these outputs, use
+``text2sql evaluate``.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def main(params: EvaluateParams) -> None:
                             settings=settings_line(config), examples=params.report_examples,
                             turns=conversation_turns(EVAL_FILE))
     print(f"evaluate: execution accuracy {metrics['execution_accuracy']}, "
-          f"exact match {metrics['exact_match']} on {metrics['n']} examples "
+          f"exact set match {metrics['exact_set_match']} on {metrics['n']} examples "
           f"({metrics['gold_errors']} gold errors not scored) -> {OUTPUTS.report}")
     if "interaction_execution_accuracy" in metrics:
         print(f"evaluate: question execution accuracy {metrics['question_execution_accuracy']}, "

@@ -1,4 +1,4 @@
-"""Result comparison (Spider's execution semantics), DISTINCT rule, ORDER BY rule, exact match."""
+"""Result comparison (Spider's execution semantics), DISTINCT rule, ORDER BY rule, normalized match."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from text2sql.evaluation.compare import (
-    exact_match,
+    normalized_match,
     normalize_sql,
     order_matters,
     prepare_for_execution,
@@ -136,8 +136,8 @@ def test_remove_distinct_like_the_official_evaluator():
     ("SELECT a FROM t INNER JOIN u ON t.id = u.id", "SELECT a FROM t JOIN u ON t.id = u.id"),
     ("SELECT a FROM t WHERE b <> 1", "SELECT a FROM t WHERE b != 1"),
 ])
-def test_exact_match_normalizes(gold, pred):
-    assert exact_match(gold, pred), (normalize_sql(gold), normalize_sql(pred))
+def test_normalized_match_normalizes(gold, pred):
+    assert normalized_match(gold, pred), (normalize_sql(gold), normalize_sql(pred))
 
 
 @pytest.mark.parametrize("gold,pred", [
@@ -149,16 +149,16 @@ def test_exact_match_normalizes(gold, pred):
     ("SELECT name FROM t", "SELECT name FROM t WHERE"),
     ("SELECT name FROM t", ""),
 ])
-def test_exact_match_rejects(gold, pred):
-    assert not exact_match(gold, pred)
+def test_normalized_match_rejects(gold, pred):
+    assert not normalized_match(gold, pred)
 
 
-def test_exact_match_of_a_join_loop_returns_at_once():
+def test_normalized_match_of_a_join_loop_returns_at_once():
     """sqlglot's parser is exponential in bare JOINs; a looping model writes dozens."""
     import time
 
-    from text2sql.evaluation.compare import exact_match
+    from text2sql.evaluation.compare import normalized_match
 
     start = time.perf_counter()
-    assert not exact_match("SELECT 1", "SELECT T1 " + "JOIN products AS T1 " * 40)
+    assert not normalized_match("SELECT 1", "SELECT T1 " + "JOIN products AS T1 " * 40)
     assert time.perf_counter() - start < 2

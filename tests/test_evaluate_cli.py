@@ -144,8 +144,8 @@ def test_stage_script(tmp_path, repo_root, sample_dir, dev):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "metrics" / "eval.json").read_text())
-    assert m == {"execution_accuracy": 0.8333, "exact_match": 0.8333, "valid_sql_rate": 0.8333,
-                 "n": 6, "gold_errors": 0}
+    assert m == {"execution_accuracy": 0.8333, "exact_set_match": 0.8333,
+                 "normalized_match": 0.8333, "valid_sql_rate": 0.8333, "n": 6, "gold_errors": 0}
     b = json.loads((tmp_path / "metrics" / "eval_breakdown.json").read_text())
     assert b["outcome_correct"] == 5 and b["outcome_parse_error"] == 1
     assert all("seconds" not in json.loads(line) for line in

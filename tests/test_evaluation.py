@@ -30,7 +30,7 @@ def db(tmp_path_factory) -> Path:
 
 
 GOLD = "SELECT name FROM member WHERE city = 'Oslo'"
-# (predicted SQL, expected outcome, valid SQL, exact match)
+# (predicted SQL, expected outcome, valid SQL, normalized match)
 CASES = [
     ("SELECT name FROM member WHERE city = 'Oslo'", ev.CORRECT, True, True),
     ("select T1.name from member as T1 where T1.city = \"Oslo\"", ev.CORRECT, True, True),
@@ -68,7 +68,7 @@ def scored(db) -> list[ev.Scored]:
 def test_outcome_per_example(scored, k):
     pred, outcome, valid, em = CASES[k]
     r = scored[k]
-    assert (r.outcome, r.valid_sql, r.exact_match) == (outcome, valid, em), r.message
+    assert (r.outcome, r.valid_sql, r.normalized_match) == (outcome, valid, em), r.message
     assert r.id == f"ex{k}" and r.difficulty == "easy" and r.gold_rows == 2
     if outcome not in (ev.CORRECT, ev.WRONG_RESULT):
         assert r.message
@@ -91,7 +91,7 @@ def test_summary_is_flat_and_excludes_gold_errors(scored):
     assert m["n"] == len(CASES) + 2 and m["gold_errors"] == 3
     assert m["outcome_correct"] == 3
     assert m["execution_accuracy"] == round(3 / m["n"], 4)
-    assert m["exact_match"] == round(2 / m["n"], 4)
+    assert m["normalized_match"] == round(2 / m["n"], 4)
     assert m["valid_sql_rate"] == round(6 / m["n"], 4)
     for level in ("easy", "medium", "hard", "extra"):
         assert f"execution_accuracy_{level}" in m and f"n_{level}" in m
@@ -162,7 +162,7 @@ def test_a_prediction_that_is_the_gold_text_scores_as_if_it_ran(db):
         items.append(EvalItem(f"{k}-same", "club", str(db), "q", gold, gold))
         items.append(EvalItem(f"{k}-ran", "club", str(db), "q", gold, gold + " "))  # not the text
     results = score_items(items, EvalConfig(timeout_s=2.0, workers=2, progress=False))
-    fields = lambda r: (r.outcome, r.exact_match, r.valid_sql, r.message, r.pred_rows)  # noqa: E731
+    fields = lambda r: (r.outcome, r.normalized_match, r.valid_sql, r.message, r.pred_rows)  # noqa: E731
     for same, ran in zip(results[::2], results[1::2], strict=True):
         if "random" not in same.gold:
             assert fields(same) == fields(ran), same.gold

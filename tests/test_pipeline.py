@@ -30,7 +30,7 @@ def test_repro_writes_every_declared_output(pipeline):
     n_eval = REDUCED["prepare"]["max_eval_examples"]
     ev = json.loads((pipeline / "metrics/eval.json").read_text())
     assert ev["n"] == n_eval
-    for key in ("execution_accuracy", "exact_match", "valid_sql_rate"):
+    for key in ("execution_accuracy", "normalized_match", "valid_sql_rate"):
         assert isinstance(ev[key], float) and 0.0 <= ev[key] <= 1.0
     tr = json.loads((pipeline / "metrics/train.json").read_text())
     assert tr["final_loss"] > 0 and tr["backend"] in ("unsloth", "peft") and tr["device"] == "cpu"

@@ -44,7 +44,7 @@ def write_run(repo: Path, epochs: int, accuracy: float, loss: list[float], wall:
     (repo / "params.yaml").write_text(yaml.safe_dump(
         {"train": {"epochs": epochs, "learning_rate": 0.003}}))
     (repo / "metrics" / "eval.json").write_text(json.dumps(
-        {"execution_accuracy": accuracy, "exact_match": 0.1, "n": 40}))
+        {"execution_accuracy": accuracy, "normalized_match": 0.1, "n": 40}))
     (repo / "metrics" / "train.json").write_text(json.dumps(
         {"final_loss": loss[-1], "wall_s": wall, "peak_memory_mb": 1200.5}))
     (repo / "metrics" / "loss.tsv").write_text(
@@ -87,9 +87,9 @@ def test_report_shows_params_metrics_plots_and_their_change(two_commits, tmp_pat
     assert "| metrics/eval.json | execution_accuracy | 0.2 | 0.35 | +0.15 (+75.0%) |" in changed
     assert "| metrics/train.json | final_loss | 2.25 | 1.25 | -1 (-44.4%) |" in changed
     # Timing and memory are folded away, unchanged metrics too; nothing is lost.
-    assert "wall_s" not in changed and "exact_match" not in changed
+    assert "wall_s" not in changed and "normalized_match" not in changed
     assert "| metrics/train.json | wall_s | 30.0 | 61.0 | +31 (+103.3%) |" in metrics
-    assert "| metrics/eval.json | exact_match | 0.1 | 0.1 |" in metrics
+    assert "| metrics/eval.json | normalized_match | 0.1 | 0.1 |" in metrics
     assert "| metrics/train.json | peak_memory_mb | 1200.5 | 1200.5 | 0 |" in metrics
     # dvc's own table is included verbatim.
     md = dvc("metrics", "diff", "HEAD~1", "HEAD", "--md", cwd=two_commits).stdout.strip()
@@ -115,7 +115,7 @@ def test_report_shows_params_metrics_plots_and_their_change(two_commits, tmp_pat
 def test_report_of_the_workspace_by_the_command(two_commits, tmp_path):
     """`text2sql report --base main`: uncommitted results against the last commit."""
     (two_commits / "metrics" / "eval.json").write_text(json.dumps(
-        {"execution_accuracy": 0.5, "exact_match": 0.1, "n": 40}))
+        {"execution_accuracy": 0.5, "normalized_match": 0.1, "n": 40}))
     try:
         out = run([str(VENV_BIN / "text2sql"), "report", "--base", "main"], two_commits).stdout
         assert "## text2sql report: `workspace` against `main`" in out

@@ -14,6 +14,11 @@ Time, throughput and memory figures, which vary from run to run, and unchanged
 values are folded into <details> blocks. The numbers are those of
 `dvc metrics diff` / `dvc params diff` / `dvc plots diff`; the pull-request
 workflow posts the same report with CML.
+
+When the per-question results (--results, read from the workspace, the DVC cache
+or the remote) exist at both revisions, the report pairs them: the questions
+fixed and broken, McNemar's exact test on them, and bootstrap 95% intervals of
+each execution accuracy and of their difference.
 """
 
 EPILOG = """\
@@ -44,13 +49,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--plots-dir", type=Path, default=None, metavar="DIR",
                    help="also write the plots diff to DIR (index.html, Vega-Lite specs, and "
                         "PNGs when vl2png is installed) and show them in the report")
+    p.add_argument("--results", default="data/evaluation/results.jsonl", metavar="PATH",
+                   help="per-question results to pair, a path in the repository "
+                        "(default: %(default)s)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from text2sql.evaluation.report import make_report
 
-    text = make_report(args.base, args.head, args.repo, args.output, args.plots_dir)
+    text = make_report(args.base, args.head, args.repo, args.output, args.plots_dir,
+                       args.results)
     if args.output is None:
         sys.stdout.write(text)
     else:

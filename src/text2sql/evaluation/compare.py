@@ -1,4 +1,4 @@
-"""Comparing query results the way Spider's official test-suite evaluator does, and exact match.
+"""Comparing query results the way Spider's official test-suite evaluator does, and normalized match.
 
 Execution match (:func:`results_match`), checked against ``result_eq`` in
 taoyds/test-suite-sql-eval ``exec_eval.py``:
@@ -36,8 +36,9 @@ Which queries, and when order matters (:func:`prepare_for_execution`, :func:`ord
   str(type)``, which can reject a match between ``(1, 1.5)`` and ``(1.0, 1.5)``;
   ours sorts numbers by value, so it never rejects a real match.
 
-Exact match (:func:`exact_match`): both queries normalized with sqlglot and
-compared as text; see :func:`normalize_sql` for what is normalized.
+Normalized match (:func:`normalized_match`): both queries normalized with sqlglot and
+compared as text; see :func:`normalize_sql` for what is normalized. It is not Spider's exact
+set match (the leaderboard's "Exact Match"): that is :mod:`text2sql.evaluation.exact_set_match`.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def prepare_for_execution(sql: str, keep_distinct: bool = False) -> str:
     return sql if keep_distinct else remove_distinct(sql)
 
 
-# --- exact match -----------------------------------------------------------------
+# --- normalized match -----------------------------------------------------------------
 
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.Glob)
 
@@ -284,7 +285,7 @@ def _drop_output_aliases(tree: exp.Expression) -> None:
 
 
 def normalize_sql(sql: str) -> str | None:
-    """A canonical text of ``sql`` for exact match; ``None`` if sqlglot cannot parse it.
+    """A canonical text of ``sql`` for normalized match; ``None`` if sqlglot cannot parse it.
 
     Normalized: whitespace, keyword and identifier case, quoting of identifiers, a
     trailing semicolon, table aliases (resolved to table names; a table joined to
@@ -315,7 +316,7 @@ def normalize_sql(sql: str) -> str | None:
     return tree.sql(dialect="sqlite", pretty=False, copy=False).strip().rstrip(";").strip()
 
 
-def exact_match(gold_sql: str, pred_sql: str) -> bool:
+def normalized_match(gold_sql: str, pred_sql: str) -> bool:
     """Both queries normalize to the same text (see :func:`normalize_sql`)."""
     g, p = normalize_sql(gold_sql), normalize_sql(pred_sql)
     return g is not None and g == p

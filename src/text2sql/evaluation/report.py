@@ -7,7 +7,11 @@ The pull-request workflow (.github/workflows/pr-report.yaml) posts the same repo
 CML. The numbers come from ``dvc params diff --json``, ``dvc metrics diff --json`` and
 ``dvc plots diff --json``, so the report says what ``dvc metrics diff --md`` says, grouped
 for review: changed metrics first, timing and memory figures (which vary from run to
-run) and unchanged values folded away.
+run) and unchanged values folded away. When the per-question results
+(``data/evaluation/results.jsonl``) can be read at both revisions (from the workspace, the
+DVC cache or the remote), the report also pairs them question by question: the questions
+fixed and broken, McNemar's exact test and bootstrap intervals
+(:mod:`text2sql.evaluation.significance`), so a reviewer sees whether a change is real.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from text2sql.evaluation.significance import PairedComparison, compare_runs
 from text2sql.io import RUNTIME_FIELD, DataError, write_text
 
 WORKSPACE = "workspace"
+RESULTS = "data/evaluation/results.jsonl"  # the evaluate stage's per-question results
+SIGNIFICANCE = 0.05
 
 
 class ReportError(DataError):
@@ -69,6 +76,9 @@ class Report:
     plots_html: Path | None = None
     dvc_metrics_md: str = ""  # `dvc metrics diff --md`, verbatim
     warnings: list[str] = field(default_factory=list)
+    results_path: str = RESULTS
+    questions: PairedComparison | None = None  # None: results missing at a revision
+    question_text: dict[str, str] = field(default_factory=dict)
 
 
 def run_dvc(args: Sequence[str], repo_dir: Path) -> tuple[str, str]:
@@ -107,9 +117,66 @@ def parse_diff(diff: dict[str, dict[str, dict[str, Any]]]) -> list[Value]:
     return sorted(out, key=lambda v: (v.path, v.name))
 
 
+def read_results(text: str, source: str) -> tuple[dict[str, bool | None], dict[str, str]]:
+    """``id -> correct`` (``None`` for a gold error) and ``id -> question`` of a results.jsonl."""
+    correct: dict[str, bool | None] = {}
+    questions: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ReportError(f"{source}:{lineno}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or "id" not in row or "outcome" not in row:
+            raise ReportError(f"{source}:{lineno}: needs \"id\" and \"outcome\" (is it the "
+                              "results.jsonl that `dvc repro evaluate` or `text2sql evaluate` "
+                              "writes?)")
+        key = str(row["id"])
+        correct[key] = None if row["outcome"] == "gold_error" else row["outcome"] == "correct"
+        questions[key] = str(row.get("question", ""))
+    return correct, questions
+
+
+def results_at(rev: str | None, path: str, repo_dir: Path) -> str:
+    """The text of ``path`` at ``rev`` (``None``: the workspace), through DVC's cache or
+    remote when git does not hold it. Raises :class:`ReportError` saying how to get it."""
+    if rev is None:
+        file = repo_dir / path
+        if not file.is_file():
+            raise ReportError(f"{path}: not in the workspace (run `dvc repro evaluate` or "
+                              f"`dvc pull {path}`)")
+        return file.read_text(encoding="utf-8")
+    import dvc.api
+
+    try:
+        return dvc.api.read(path, repo=str(repo_dir), rev=rev, encoding="utf-8")
+    except Exception as e:  # dvc raises many kinds; each means the same here
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise ReportError(f"{path} at {rev}: cannot be read ({detail}); push it with "
+                          "`dvc push` from the run that made it, or `dvc pull` it") from None
+
+
+def collect_questions(report: Report, base: str, head: str | None, repo_dir: Path) -> None:
+    """Pair the per-question results of both revisions; a warning when one is missing."""
+    runs = []
+    for rev in (base, head):
+        label = rev or WORKSPACE
+        try:
+            runs.append(read_results(results_at(rev, report.results_path, repo_dir),
+                                     f"{report.results_path} at {label}"))
+        except ReportError as e:
+            report.warnings.append(f"no per-question comparison: {e}")
+            return
+    (base_ok, base_q), (head_ok, head_q) = runs
+    report.questions = compare_runs(base_ok, head_ok)
+    report.question_text = {**base_q, **head_q}
+
+
 def collect(base: str, head: str | None = None, repo_dir: str | Path = ".",
-            plots_dir: str | Path | None = None) -> Report:
-    """Gather the params, metrics (and plots into ``plots_dir``) of ``base`` and ``head``.
+            plots_dir: str | Path | None = None, results_path: str = RESULTS) -> Report:
+    """Gather the params, metrics (and plots into ``plots_dir``) of ``base`` and ``head``,
+    and their per-question results (``results_path``) paired.
 
     ``head`` None compares the workspace, as ``dvc metrics diff BASE`` does.
     """
@@ -117,7 +184,7 @@ def collect(base: str, head: str | None = None, repo_dir: str | Path = ".",
     revs = [base] if head is None else [base, head]
     report = Report(base=base, base_commit=short_commit(base, repo_dir),
                     head=head or WORKSPACE, head_commit=short_commit(head or "HEAD", repo_dir),
-                    params=[], metrics=[])
+                    params=[], metrics=[], results_path=results_path)
     out, _ = run_dvc(["params", "diff", *revs, "--all", "--json"], repo_dir)
     report.params = parse_diff(json.loads(out or "{}"))
     out, err = run_dvc(["metrics", "diff", *revs, "--all", "--json"], repo_dir)
@@ -126,6 +193,7 @@ def collect(base: str, head: str | None = None, repo_dir: str | Path = ".",
         report.warnings.append(err.strip().splitlines()[-1])
     if report.metrics:
         report.dvc_metrics_md, _ = run_dvc(["metrics", "diff", *revs, "--md"], repo_dir)
+    collect_questions(report, base, head, repo_dir)
     if plots_dir is not None:
         collect_plots(report, revs, repo_dir, Path(plots_dir))
     return report
@@ -233,6 +301,41 @@ def details(summary: str, body: list[str]) -> list[str]:
     return ["<details><summary>" + summary + "</summary>", "", *body, "", "</details>", ""]
 
 
+def fmt_interval(interval: tuple[float, float], signed: bool = False) -> str:
+    low, high = interval
+    return f"{low:+.4f} to {high:+.4f}" if signed else f"{low:.4f}–{high:.4f}"
+
+
+def render_questions(report: Report) -> list[str]:
+    """The per-question comparison: accuracies with intervals, fixed and broken, McNemar."""
+    q = report.questions
+    assert q is not None
+    base, head = report.base, report.head
+    lines = ["### Per question", "",
+             f"`{report.results_path}` of both revisions, paired on {q.n} questions "
+             "(gold errors left out)."
+             + (f" Scored in one revision only: {q.only_base} in `{base}`, {q.only_head} in "
+                f"`{head}` (not counted)." if q.only_base or q.only_head else ""), "",
+             f"| | `{base}` | `{head}` | Change |", "|---|--:|--:|--:|",
+             f"| execution accuracy | {q.base_accuracy:.4f} | {q.head_accuracy:.4f} "
+             f"| {q.difference:+.4f} |",
+             f"| 95% interval (bootstrap) | {fmt_interval(q.base_interval)} "
+             f"| {fmt_interval(q.head_interval)} | {fmt_interval(q.difference_interval, True)} |",
+             ""]
+    verdict = ("a real change at the 5% level" if q.p_value < SIGNIFICANCE else
+               "within the noise of this many questions (p ≥ 0.05)")
+    lines += [f"Fixed **{len(q.fixed)}**, broken **{len(q.broken)}**: McNemar's exact test "
+              f"p = {q.p_value:.4g} (two-sided), {verdict}.", ""]
+    for title, ids, wrong, right in (("Fixed", q.fixed, base, head),
+                                     ("Broken", q.broken, head, base)):
+        if ids:
+            rows = ["| id | question |", "|---|---|"] + [
+                f"| {fmt(k)} | {fmt(report.question_text.get(k, ''))} |" for k in ids]
+            lines += details(f"{title} ({len(ids)}): wrong in <code>{wrong}</code>, right in "
+                             f"<code>{right}</code>", rows)
+    return lines
+
+
 def render_markdown(report: Report, link_base: Path | None = None) -> str:
     """The report as GitHub-flavoured Markdown; file links relative to ``link_base``."""
     base, head = report.base, report.head
@@ -259,6 +362,9 @@ def render_markdown(report: Report, link_base: Path | None = None) -> str:
     if report.dvc_metrics_md.strip():
         lines += details("As printed by <code>dvc metrics diff --md</code>",
                          report.dvc_metrics_md.strip().splitlines())
+
+    if report.questions is not None:
+        lines += render_questions(report)
 
     lines += ["### Params", ""]
     changed_params = [p for p in report.params if p.changed]
@@ -287,9 +393,10 @@ def render_markdown(report: Report, link_base: Path | None = None) -> str:
 
 
 def make_report(base: str, head: str | None = None, repo_dir: str | Path = ".",
-                output: str | Path | None = None, plots_dir: str | Path | None = None) -> str:
+                output: str | Path | None = None, plots_dir: str | Path | None = None,
+                results_path: str = RESULTS) -> str:
     """Collect and render the report; write it to ``output`` when given. Returns the Markdown."""
-    report = collect(base, head, repo_dir, plots_dir)
+    report = collect(base, head, repo_dir, plots_dir, results_path)
     link_base = Path(output).resolve().parent if output is not None else Path.cwd()
     text = render_markdown(report, link_base)
     if output is not None:

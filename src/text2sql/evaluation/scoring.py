@@ -1,4 +1,5 @@
-"""Scoring predictions: execution accuracy, exact match, Spider difficulty and error kinds.
+"""Scoring predictions: execution accuracy, exact set match, normalized match, Spider
+difficulty and error kinds.
 
 Shared by the ``evaluate`` stage and the ``text2sql evaluate`` command:
 
@@ -31,6 +32,12 @@ from text2sql.evaluation.compare import (
     results_match,
 )
 from text2sql.evaluation.difficulty import LEVELS, difficulty
+from text2sql.evaluation.exact_set_match import (
+    gold_structure,
+    matches_gold,
+    read_schema,
+)
+from text2sql.evaluation.significance import bootstrap_interval
 from text2sql.io import without_runtime, write_json, write_jsonl, write_text
 from text2sql.sql.parse import parse_sqlite
 from text2sql.sql.sqlite import (
@@ -81,8 +88,9 @@ class Scored:
     gold: str
     pred: str
     outcome: str  # correct | wrong_result | an execution error kind | gold_error
-    exact_match: bool
+    normalized_match: bool
     valid_sql: bool
+    exact_set_match: bool = False  # Spider's, as the official evaluator's --etype match
     message: str = ""
     difficulty: str = UNKNOWN_LEVEL
     gold_rows: int | None = None
@@ -95,8 +103,9 @@ class GoldResult:
     result: ExecResult
     ordered: bool
     difficulty: str
-    normalized: str | None  # for exact match (None: unparsable; the gold text itself when
+    normalized: str | None  # for normalized match (None: unparsable; the gold text itself when
     # every prediction of this gold query is that same text, so no normal form is needed)
+    structure: dict | None = None  # for exact set match (None: outside the official grammar)
 
 
 # --- work done inside worker processes ------------------------------------------
@@ -105,12 +114,12 @@ def _run_gold(task: tuple[str, str, bool, float, int, bool]) -> GoldResult:
     db_path, gold_sql, keep_distinct, timeout_s, max_rows, normalize = task
     result = execute(cached_connection(db_path), prepare_for_execution(gold_sql, keep_distinct),
                      timeout_s=timeout_s, max_rows=max_rows)
-    # The normal form serves exact match with a prediction that is not the gold text itself;
+    # The normal form serves normalized match with a prediction that is not the gold text itself;
     # a prediction that is matches exactly when the gold query parses at all.
     parses = parse_sqlite(gold_sql) is not None
     normalized = normalize_sql(gold_sql) if normalize else (gold_sql if parses else None)
     return GoldResult(result, order_matters(gold_sql), difficulty(gold_sql) or UNKNOWN_LEVEL,
-                      normalized)
+                      normalized, gold_structure(gold_sql, read_schema(db_path)))
 
 
 # Functions whose value changes from one run to the next: such a query is run again even
@@ -127,8 +136,16 @@ def runs_as_gold(item: EvalItem) -> bool:
 
 
 def _run_prediction(task: tuple[EvalItem, GoldResult, bool, float, int]
-                    ) -> tuple[str, bool, bool, str, int | None, float]:
-    """``(outcome, exact_match, valid_sql, message, pred_rows, seconds)`` for one prediction."""
+                    ) -> tuple[tuple[str, bool, bool, str, int | None, float], bool]:
+    """``(outcome, normalized_match, valid_sql, message, pred_rows, seconds)`` and the exact
+    set match of one prediction."""
+    item, gold = task[:2]
+    return _execute_prediction(task), matches_gold(item.pred, gold.structure,
+                                                   read_schema(item.db_path))
+
+
+def _execute_prediction(task: tuple[EvalItem, GoldResult, bool, float, int]
+                        ) -> tuple[str, bool, bool, str, int | None, float]:
     item, gold, keep_distinct, timeout_s, max_rows = task
     gold_rows, ordered = gold.result.rows or [], gold.ordered
     if item.pred.strip() == item.gold.strip():
@@ -187,27 +204,28 @@ def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) ->
         base = dict(id=item.id, db_id=item.db_id, question=item.question, gold=item.gold,
                     pred=item.pred)
         if k in missing:
-            scored[k] = Scored(**base, outcome=GOLD_ERROR, exact_match=False, valid_sql=False,
+            scored[k] = Scored(**base, outcome=GOLD_ERROR, normalized_match=False, valid_sql=False,
                                message=missing[k],
                                difficulty=difficulty(item.gold) or UNKNOWN_LEVEL)
             continue
         g = gold[gold_keys[(item.db_path, item.gold)]]
         if isinstance(g, TaskFailed):
-            scored[k] = Scored(**base, outcome=GOLD_ERROR, exact_match=False, valid_sql=False,
+            scored[k] = Scored(**base, outcome=GOLD_ERROR, normalized_match=False, valid_sql=False,
                                message=f"gold query: {g.message}",
                                difficulty=difficulty(item.gold) or UNKNOWN_LEVEL)
             continue
         if not g.result.ok or g.result.truncated:
             message = g.result.message if not g.result.ok else (
                 f"gold result has more than {config.max_rows} rows (raise evaluate.max_rows)")
-            scored[k] = Scored(**base, outcome=GOLD_ERROR, exact_match=False, valid_sql=False,
+            scored[k] = Scored(**base, outcome=GOLD_ERROR, normalized_match=False, valid_sql=False,
                                message=f"gold query: {message}", difficulty=g.difficulty)
             continue
-        scored[k] = Scored(**base, outcome="", exact_match=False, valid_sql=False,
+        scored[k] = Scored(**base, outcome="", normalized_match=False, valid_sql=False,
                            difficulty=g.difficulty, gold_rows=len(g.result.rows or []))
         if runs_as_gold(item):
             s = scored[k]
-            s.outcome, s.exact_match, s.valid_sql = CORRECT, g.normalized is not None, True
+            s.outcome, s.normalized_match, s.valid_sql = CORRECT, g.normalized is not None, True
+            s.exact_set_match = matches_gold(item.pred, g.structure, read_schema(item.db_path))
             s.pred_rows, s.seconds = s.gold_rows, round(g.result.seconds, 4)
             continue
         pred_index.append(k)
@@ -223,7 +241,8 @@ def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) ->
             s.outcome = TIMEOUT if answer.reason == "hung" else EXEC_ERROR
             s.message = answer.message
         else:
-            s.outcome, s.exact_match, s.valid_sql, s.message, s.pred_rows, s.seconds = answer
+            (s.outcome, s.normalized_match, s.valid_sql, s.message, s.pred_rows, s.seconds), \
+                s.exact_set_match = answer
             s.seconds = round(s.seconds, 4)
     return [s for s in scored if s is not None]
 
@@ -246,9 +265,12 @@ def _rate(k: int, n: int) -> float:
 def summarize(results: Iterable[Scored]) -> dict[str, float]:
     """Flat metrics over the scorable examples (gold errors excluded, counted apart).
 
-    Keys: execution_accuracy, exact_match, valid_sql_rate, n, gold_errors; per
-    difficulty level L: execution_accuracy_L, exact_match_L, n_L; per outcome O
-    (correct, wrong_result and each error kind): outcome_O, a count.
+    Keys: execution_accuracy, exact_set_match, normalized_match, valid_sql_rate, n,
+    gold_errors;
+    execution_accuracy_ci95_low/high (percentile bootstrap interval, questions resampled,
+    fixed seed: :mod:`text2sql.evaluation.significance`); per difficulty level
+    L: execution_accuracy_L, exact_set_match_L, normalized_match_L, n_L; per outcome O (correct, wrong_result and
+    each error kind): outcome_O, a count.
     """
     results = list(results)
     scorable = [r for r in results if r.outcome != GOLD_ERROR]
@@ -256,18 +278,24 @@ def summarize(results: Iterable[Scored]) -> dict[str, float]:
     counts = Counter(r.outcome for r in scorable)
     metrics: dict[str, float] = {
         "execution_accuracy": _rate(counts[CORRECT], n),
-        "exact_match": _rate(sum(r.exact_match for r in scorable), n),
+        "exact_set_match": _rate(sum(r.exact_set_match for r in scorable), n),
+        "normalized_match": _rate(sum(r.normalized_match for r in scorable), n),
         "valid_sql_rate": _rate(sum(r.valid_sql for r in scorable), n),
         "n": n,
         "gold_errors": len(results) - n,
     }
+    low, high = bootstrap_interval([r.outcome == CORRECT for r in scorable])
+    metrics["execution_accuracy_ci95_low"], metrics["execution_accuracy_ci95_high"] = low, high
     levels = list(LEVELS) + ([UNKNOWN_LEVEL] if any(r.difficulty == UNKNOWN_LEVEL
                                                    for r in scorable) else [])
     for level in levels:
         group = [r for r in scorable if r.difficulty == level]
         metrics[f"execution_accuracy_{level}"] = _rate(sum(r.outcome == CORRECT for r in group),
                                                        len(group))
-        metrics[f"exact_match_{level}"] = _rate(sum(r.exact_match for r in group), len(group))
+        metrics[f"exact_set_match_{level}"] = _rate(sum(r.exact_set_match for r in group),
+                                                    len(group))
+        metrics[f"normalized_match_{level}"] = _rate(sum(r.normalized_match for r in group),
+                                                     len(group))
         metrics[f"n_{level}"] = len(group)
     for outcome in OUTCOMES:
         metrics[f"outcome_{outcome}"] = counts[outcome]
@@ -313,11 +341,13 @@ def difficulty_rows(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
     """Rows of the accuracy-by-difficulty plot (a DVC bar chart), ``all`` last."""
     rows = [{"difficulty": level, "n": metrics[f"n_{level}"],
              "execution_accuracy": metrics[f"execution_accuracy_{level}"],
-             "exact_match": metrics[f"exact_match_{level}"]}
+             "exact_set_match": metrics[f"exact_set_match_{level}"],
+             "normalized_match": metrics[f"normalized_match_{level}"]}
             for level in (*LEVELS, UNKNOWN_LEVEL) if f"n_{level}" in metrics]
     rows.append({"difficulty": "all", "n": metrics["n"],
                  "execution_accuracy": metrics["execution_accuracy"],
-                 "exact_match": metrics["exact_match"]})
+                 "exact_set_match": metrics["exact_set_match"],
+                 "normalized_match": metrics["normalized_match"]})
     return rows
 
 
@@ -343,7 +373,8 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
         lines += [settings, ""]
     lines += ["| metric | value |", "|---|---|",
               f"| execution accuracy | **{pct(metrics['execution_accuracy'])}** |",
-              f"| exact match | {pct(metrics['exact_match'])} |",
+              f"| exact set match (Spider's) | {pct(metrics['exact_set_match'])} |",
+              f"| normalized match | {pct(metrics['normalized_match'])} |",
               f"| valid SQL | {pct(metrics['valid_sql_rate'])} |",
               f"| examples scored | {int(metrics['n'])} |",
               f"| gold errors (not scored) | {int(metrics['gold_errors'])} |", ""]
@@ -359,10 +390,11 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
                   f"{int(metrics[f'n_{b}'])} | {pct(metrics[f'execution_accuracy_{b}'])} |"
                   for b in (turn_bucket(t) for t in range(TURN_BUCKETS))]
         lines.append("")
-    lines += ["| difficulty | n | execution accuracy | exact match |", "|---|---:|---:|---:|"]
+    lines += ["| difficulty | n | execution accuracy | exact set match | normalized match |",
+              "|---|---:|---:|---:|---:|"]
     for row in difficulty_rows(metrics):
         lines.append(f"| {row['difficulty']} | {row['n']} | {pct(row['execution_accuracy'])} "
-                     f"| {pct(row['exact_match'])} |")
+                     f"| {pct(row['exact_set_match'])} | {pct(row['normalized_match'])} |")
     lines += ["", "| outcome | count | share |", "|---|---:|---:|"]
     for outcome in OUTCOMES:
         c = int(metrics[f"outcome_{outcome}"])
@@ -399,8 +431,8 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
 
 # The headline metrics (metrics/eval.json): what `dvc exp show` and `dvc metrics diff`
 # lead with. The breakdown by difficulty and outcome goes to its own file.
-HEADLINE_METRICS = ("execution_accuracy", "exact_match", "valid_sql_rate", "n", "gold_errors",
-                    "skipped_missing_database", "question_execution_accuracy",
+HEADLINE_METRICS = ("execution_accuracy", "exact_set_match", "normalized_match", "valid_sql_rate",
+                    "n", "gold_errors", "skipped_missing_database", "question_execution_accuracy",
                     "interaction_execution_accuracy", "n_interactions")
 
 
