@@ -122,7 +122,10 @@ def test_train_stage_records_provenance(two_runs):
     train_dep = next(d for d in lock["deps"] if d["path"] == "data/prepared/train.jsonl")
     assert record["inputs"]["data/prepared/train.jsonl"]["md5"] == train_dep["md5"]
     assert record["packages"]["torch"] == metadata.version("torch")
-    code_deps = {d["path"]: d["md5"] for d in lock["deps"] if d["path"].endswith(".py")}
+    code_deps = {d["path"]: d["md5"] for d in lock["deps"]
+                 if d["path"].endswith(".py") or d["path"].startswith("src/")}
+    # package folders among them, hashed as DVC hashes a folder (the .py files; .dvcignore)
+    assert any(md5.endswith(".dir") for path, md5 in code_deps.items())
     assert record["code"] == code_deps  # exactly the code DVC watches for the stage
     assert record["cpu_numerics"]["threads"] == 2
     # The second run happened after the first was committed: the same record, byte for byte.

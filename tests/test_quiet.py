@@ -53,6 +53,12 @@ def test_only_the_known_messages_are_dropped():
         assert sum(isinstance(f, DropKnownHarmless) for f in filters) == 1
     pytree, ops = (logging.getLogger(name) for name, _ in KNOWN_HARMLESS)
     collect = Collect()
+    # a library imported by an earlier test may have raised these loggers' levels or
+    # disabled them (Unsloth does): the filters are what is checked here, so reset both
+    saved = [(lg, lg.level, lg.disabled) for lg in (pytree, ops)]
+    for lg in (pytree, ops):
+        lg.setLevel(logging.WARNING)
+        lg.disabled = False
     pytree.addHandler(collect)
     ops.addHandler(collect)
     try:
@@ -65,6 +71,9 @@ def test_only_the_known_messages_are_dropped():
     finally:
         pytree.removeHandler(collect)
         ops.removeHandler(collect)
+        for lg, level, disabled in saved:
+            lg.setLevel(level)
+            lg.disabled = disabled
     assert collect.messages == ["<class 'Foo'> cannot be registered as a pytree",
                                 GEMM + ": CUDA driver too old."]
     with pytest.warns(UserWarning, match="still shows"):
