@@ -38,27 +38,39 @@ CONFIGS: list[tuple[str, PromptOptions]] = [
     ("+ FK parents of a lone table (default)", PromptOptions()),
     ("+ FK parents always", PromptOptions(fk_parents="always")),
     ("default, compact format", PromptOptions(schema_format="compact")),
+    ("default, M-Schema format", PromptOptions(schema_format="mschema")),
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_split_arguments(parser: argparse.ArgumentParser) -> None:
+    """The folder, ``--split`` and ``--limit`` arguments (``bench_values`` shares them)."""
     parser.add_argument("folder", nargs="?", type=Path,
                         default=SPIDER_TRAIN if SPIDER_TRAIN.is_dir() else REPO / "data" / "sample")
     parser.add_argument("--split", default="train", help="split to read (default: train)")
     parser.add_argument("--limit", type=int, default=None, help="first N examples only")
+
+
+def load_split(args: argparse.Namespace, prog: str, skip_missing: bool = False):
+    """The split ``args`` name, or ``None`` after saying on stderr why it cannot be read."""
+    try:
+        dataset = load_spider_split(args.folder, args.split, skip_missing=skip_missing)
+    except DataError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return None
+    if dataset is None:
+        print(f"{prog}: error: {args.folder}: no file for split {args.split!r}", file=sys.stderr)
+    return dataset
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_split_arguments(parser)
     parser.add_argument("--skip-missing-databases", action="store_true",
                         help="leave out (count and list) the examples whose SQLite file is "
                              "missing, instead of stopping at the first")
     args = parser.parse_args(argv)
-    try:
-        dataset = load_spider_split(args.folder, args.split,
-                                    skip_missing=args.skip_missing_databases)
-    except DataError as e:
-        print(f"bench_linking: error: {e}", file=sys.stderr)
-        return 2
+    dataset = load_split(args, "bench_linking", args.skip_missing_databases)
     if dataset is None:
-        print(f"bench_linking: error: {args.folder}: no file for split {args.split!r}", file=sys.stderr)
         return 2
     examples = dataset.examples[: args.limit]
     rows = []

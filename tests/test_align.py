@@ -39,6 +39,40 @@ def test_execution_reward(shop, reward, sql, outcome, match, valid):
     assert shop.stat().st_size > 0 and reward.score([(str(shop), GOLD, GOLD)])[0].execution_match
 
 
+@pytest.mark.parametrize("sql, graded", [
+    ("SELECT name FROM item WHERE price >= 2990.5", 1.0),   # the gold result
+    ("SELECT name FROM item WHERE price > 2900", 0.1),      # runs, wrong result
+    ("SELECT count(*) FROM item a, item b, item c", 0.0),   # runs past the time limit
+    ("SELECT nme FROM item", 0.0),                          # an error
+    ("DELETE FROM item", 0.0),                              # refused: not read-only
+])
+def test_graded_reward_on_a_real_database(shop, reward, sql, graded):
+    """Arctic-Text2SQL-R1's reward (``align.reward: arctic``): 1, 0.1 or 0."""
+    [r] = reward.score([(str(shop), GOLD, sql)])
+    assert r.graded == graded
+
+
+def test_grpo_reward_functions_binary_and_arctic(shop, reward):
+    """The functions GRPO is given and their weights: binary keeps ``reward_weights``; arctic
+    adds ``graded`` and trains on it alone, the other two logged at weight 0."""
+    from text2sql.training.align import reward_functions, reward_weights
+
+    completions = [[{"role": "assistant", "content": sql}] for sql in
+                   (GOLD, "SELECT name FROM item WHERE price > 2900", "SELECT nme FROM item")]
+    columns = dict(db_path=[str(shop)] * 3, query=[GOLD] * 3)
+    binary = reward_functions(reward)
+    assert [f.__name__ for f in binary] == ["execution_match", "valid_sql"]
+    assert reward_weights(AlignParams(method="grpo")) == [1.0, 0.2]
+    arctic = reward_functions(reward, "arctic")
+    assert [f.__name__ for f in arctic] == ["execution_match", "valid_sql", "graded"]
+    assert [f(completions, **columns) for f in arctic] == [
+        [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.1, 0.0]]
+    assert reward_weights(AlignParams(method="grpo", reward="arctic")) == [0.0, 0.0, 1.0]
+    assert reward.executed == 3  # one run per candidate, whatever the number of functions
+    with pytest.raises(DataError, match="align.reward"):
+        parse_section(AlignParams, {"reward": "partial"}, "align")
+
+
 def test_execution_reward_caches_and_extracts(shop, reward):
     raw = f"```sql\n{GOLD}\n```"
     rewards = reward.score_raw([str(shop)] * 3, [GOLD] * 3, [raw, raw, "SELECT 1"])

@@ -20,6 +20,10 @@ PARAMS_FILE = Path("params.yaml")
 # When the tables linked ones point to by foreign key are shown too (prepare.fk_parents):
 # the one definition, read by text2sql.data.linking.
 FkParents = Literal["never", "single", "always"]
+# How the schema is written (prepare.schema_format) and value hints are found
+# (prepare.value_retrieval): the definitions text2sql.data.prompts checks against.
+SchemaFormat = Literal["ddl", "compact", "mschema"]
+ValueRetrieval = Literal["exact", "fuzzy"]
 
 
 class Section(BaseModel):
@@ -48,11 +52,12 @@ class PrepareParams(Section):
     eval_split: str = "dev"
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 0
-    schema_format: Literal["ddl", "compact"] = "ddl"
+    schema_format: SchemaFormat = "ddl"
     link_schema: bool = True
     full_schema_max_tables: int = Field(0, ge=0)
     link_values: bool = True
     value_hints: int = Field(5, ge=0)
+    value_retrieval: ValueRetrieval = "exact"  # how value hints are found
     sample_rows: int = Field(0, ge=0)
     fk_parents: FkParents = "single"
     max_history_turns: int = Field(5, ge=0)  # earlier turns of a conversation in a prompt
@@ -176,6 +181,9 @@ class AlignParams(Section):
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)  # overrides epochs when set
     batch_size: int = Field(8, ge=1)  # DPO: pairs per step; GRPO: completions per step
+    # GRPO's reward: binary (execution_match and valid_sql, weighted by reward_weights) |
+    # arctic (one graded reward: 1 for the gold result, 0.1 for a query that runs, else 0)
+    reward: Literal["binary", "arctic"] = "binary"
     reward_weights: AlignRewardWeights = AlignRewardWeights()
     timeout_s: float = Field(5.0, gt=0)  # per candidate query
     max_rows: int = Field(10000, ge=1)  # rows fetched per candidate

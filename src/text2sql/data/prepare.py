@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from text2sql.data.prompts import PromptOptions, count_tokens, make_prompt
+from text2sql.data.prompts import PromptOptions, count_tokens, make_prompt, schema_examples
 from text2sql.data.prompts import schema_text as _schema_text
 from text2sql.data.sources import BadConversation, Example
 from text2sql.sql.parse import referenced_tables, run_error
@@ -27,7 +27,8 @@ DROP_REASONS = ("empty_question", "empty_query", "gold_sql_error")
 
 
 def schema_text(schema: Schema, tables: list[str], fmt: str) -> str:
-    """The schema of ``tables`` as DDL or compact text (see ``prompts.schema_text``)."""
+    """The schema of ``tables`` as DDL, compact or M-Schema text, without example values (see
+    ``prompts.schema_text``)."""
     return _schema_text(schema, tables, fmt)
 
 
@@ -241,7 +242,9 @@ def _full_schema_text(schema: Schema, ex: Example, options: PromptOptions) -> st
     rows = None
     if ex.db_path and options.sample_rows > 0:
         rows = {t: sample_rows(ex.db_path, t, options.sample_rows) for t in schema.table_names}
-    return _schema_text(schema, schema.table_names, options.schema_format, rows)
+    return _schema_text(schema, schema.table_names, options.schema_format, rows,
+                        schema_examples(ex.db_path, schema, schema.table_names,
+                                        options.schema_format))
 
 
 def prompt_options(params: Any) -> PromptOptions:
@@ -252,6 +255,7 @@ def prompt_options(params: Any) -> PromptOptions:
         full_schema_max_tables=params.full_schema_max_tables,
         link_values=params.link_values,
         value_hints=params.value_hints,
+        value_retrieval=params.value_retrieval,
         sample_rows=params.sample_rows,
         fk_parents=params.fk_parents,
         max_history_turns=params.max_history_turns,

@@ -19,10 +19,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, get_args
 
 from text2sql.data.linking import add_fk_parents, select_tables
-from text2sql.sql.schema import Schema, to_compact, to_ddl
+from text2sql.params import SchemaFormat, ValueRetrieval
+from text2sql.sql.schema import Schema, to_compact, to_ddl, to_mschema
+
+SCHEMA_FORMATS = get_args(SchemaFormat)
+VALUE_RETRIEVAL = get_args(ValueRetrieval)
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -81,7 +85,7 @@ def build_prompt_messages(
 class PromptOptions:
     """How a question's prompt is built: the ``prepare:`` params that shape prompts."""
 
-    schema_format: str = "ddl"        # ddl | compact
+    schema_format: str = "ddl"        # ddl | compact | mschema
     link_schema: bool = True          # show only linked tables (+ FK paths)
     full_schema_max_tables: int = 0   # databases this small always get the full schema
     link_values: bool = True          # tables holding a value the question mentions are linked
@@ -90,10 +94,15 @@ class PromptOptions:
     fk_parents: str = "single"        # show tables linked ones point to: never | single | always
     max_history_turns: int = 5        # earlier turns of a conversation shown, newest first
     max_history_tokens: int = 400     # ... and at most this many tokens of them (count_tokens)
+    value_retrieval: str = "exact"    # exact (stemmed words) | fuzzy (+ typos, forms, abbreviations)
 
     def __post_init__(self) -> None:
-        if self.schema_format not in ("ddl", "compact"):
-            raise ValueError(f"schema_format must be 'ddl' or 'compact', got {self.schema_format!r}")
+        if self.value_retrieval not in VALUE_RETRIEVAL:
+            raise ValueError(f"value_retrieval must be one of {', '.join(VALUE_RETRIEVAL)}, "
+                             f"got {self.value_retrieval!r}")
+        if self.schema_format not in SCHEMA_FORMATS:
+            raise ValueError(f"schema_format must be one of {', '.join(SCHEMA_FORMATS)}, "
+                             f"got {self.schema_format!r}")
 
 
 @dataclass
@@ -109,9 +118,23 @@ class LinkedPrompt:
 
 
 def schema_text(schema: Schema, tables: list[str], fmt: str,
-                sample_rows: dict[str, list[tuple]] | None = None) -> str:
-    """The schema of ``tables`` in format ``fmt`` (``ddl`` or ``compact``)."""
+                sample_rows: dict[str, list[tuple]] | None = None,
+                examples: dict[str, dict[str, list]] | None = None) -> str:
+    """The schema of ``tables`` in format ``fmt`` (``ddl``, ``compact`` or ``mschema``, which
+    alone shows ``examples``: a few stored values per column)."""
+    if fmt == "mschema":
+        return to_mschema(schema, tables, sample_rows, examples)
     return (to_ddl if fmt == "ddl" else to_compact)(schema, tables, sample_rows)
+
+
+def schema_examples(db_path: str | Path | None, schema: Schema, tables: list[str], fmt: str
+                    ) -> dict[str, dict[str, list]] | None:
+    """The example values ``fmt`` shows (M-Schema's), read from ``db_path``; else ``None``."""
+    if fmt != "mschema" or db_path is None:
+        return None
+    from text2sql.data.values import column_examples
+
+    return column_examples(db_path, schema, tables)
 
 
 def trim_history(history: Sequence[HistoryTurn], max_turns: int, max_tokens: int
@@ -148,9 +171,12 @@ def make_prompt(question: str, schema: Schema, db_path: str | Path | None = None
 
     # A follow-up ("only those from Boston") names few tables itself: link the conversation.
     asked = " ".join([t.question for t in history] + [question])
-    matches = []
+    matches, retrieved = [], []
     if db_path is not None and (options.link_values or options.value_hints):
-        matches = value_index(db_path).match(f"{asked} {evidence}" if evidence else asked)
+        index = value_index(db_path)
+        matches = index.match(f"{asked} {evidence}" if evidence else asked)
+        if options.value_retrieval == "fuzzy" and options.value_hints:
+            retrieved = index.retrieve(f"{asked} {evidence}" if evidence else asked)
     if options.link_schema:
         hits = [m.table for m in matches] if options.link_values else []
         # BIRD's evidence names columns and values the answer needs: link on it too.
@@ -160,12 +186,15 @@ def make_prompt(question: str, schema: Schema, db_path: str | Path | None = None
     else:
         tables, full = schema.table_names, True
     shown = {t.lower() for t in tables}
-    values = [(m.table, m.column, m.value) for m in matches if m.table.lower() in shown]
-    values = values[: options.value_hints]
+    # Fuzzy matches only add hints after the exact ones; they do not link tables.
+    values = [(m.table, m.column, m.value) for m in matches + retrieved
+              if m.table.lower() in shown]
+    values = list(dict.fromkeys(values))[: options.value_hints]
     rows = None
     if db_path is not None and options.sample_rows > 0:
         rows = {t: read_rows(db_path, t, options.sample_rows) for t in tables}
-    text = schema_text(schema, tables, options.schema_format, rows)
+    text = schema_text(schema, tables, options.schema_format, rows,
+                       schema_examples(db_path, schema, tables, options.schema_format))
     kept = trim_history(history, options.max_history_turns, options.max_history_tokens)
     messages = conversation_messages(question, text, kept, evidence, values)
     return LinkedPrompt(messages, tables, full, text, values, len(kept))
@@ -192,4 +221,5 @@ def conversation_messages(question: str, schema_text: str, history: Sequence[His
 
 __all__ = ["SYSTEM_PROMPT", "LinkedPrompt", "PromptOptions", "add_fk_parents",
            "build_prompt_messages", "build_user_message", "conversation_messages",
-           "count_tokens", "format_values", "make_prompt", "schema_text", "trim_history"]
+           "count_tokens", "format_values", "make_prompt", "schema_examples", "schema_text",
+           "trim_history"]

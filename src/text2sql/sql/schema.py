@@ -269,3 +269,48 @@ def to_compact(schema: Schema, tables: list[str] | None = None,
         if sample_rows and sample_rows.get(t.name):
             out.append(f"  rows: {format_rows(sample_rows[t.name])}")
     return "\n".join(out)
+
+
+def _example(value: object, max_chars: int) -> str:
+    text = value.hex()[:max_chars] if isinstance(value, bytes) else str(value)
+    return text[:max_chars] + "…" if len(text) > max_chars else text
+
+
+def to_mschema(schema: Schema, tables: list[str] | None = None,
+               sample_rows: dict[str, list[tuple]] | None = None,
+               examples: dict[str, dict[str, list]] | None = None,
+               max_example_chars: int = 30) -> str:
+    """XiYan's M-Schema: per table, one ``(column:TYPE, Primary Key, comment, Examples: [...])``
+    line per column, then the foreign keys as ``table.column=other.column``.
+
+    The comment is the column's natural-language label where the dataset has one (Spider's
+    ``column_names``); ``examples`` (by table, then column) are a few stored values, written
+    bare as M-Schema does. Only the named tables and the keys between them are written.
+    """
+    keep = {t.lower() for t in (tables or schema.table_names)}
+    out = [f"【DB_ID】 {schema.db_id}", "【Schema】"]
+    for t in schema.tables:
+        if t.name.lower() not in keep:
+            continue
+        out.append(f"# Table: {t.name}" + (f", {t.label}" if t.label else ""))
+        shown = (examples or {}).get(t.name, {})
+        out.append("[")
+        for c in t.columns:
+            parts = [f"{c.name}:{c.type.upper() or 'TEXT'}"]
+            if c.name in t.primary_key:
+                parts.append("Primary Key")
+            if c.label:
+                parts.append(c.label)
+            if shown.get(c.name):
+                values = ", ".join(_example(v, max_example_chars) for v in shown[c.name])
+                parts.append(f"Examples: [{values}]")
+            out.append(f"({', '.join(parts)}),")
+        out.append("]")
+        if sample_rows and sample_rows.get(t.name):
+            out.append(f"rows: {format_rows(sample_rows[t.name])}")
+    fks = [fk for fk in schema.foreign_keys
+           if fk.table.lower() in keep and fk.ref_table.lower() in keep]
+    if fks:
+        out.append("【Foreign keys】")
+        out += [f"{fk.table}.{fk.column}={fk.ref_table}.{fk.ref_column}" for fk in fks]
+    return "\n".join(out)

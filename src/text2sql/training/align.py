@@ -10,7 +10,8 @@ training loaded it (the same name, 4-bit when the adapter was trained in 4-bit).
   reward (:mod:`text2sql.training.rewards`), build pairs (:mod:`text2sql.training.pairs`) and run
   TRL's ``DPOTrainer``.
 - GRPO: TRL's ``GRPOTrainer`` samples groups of completions itself and is rewarded by
-  ``execution_match`` and ``valid_sql`` (weights in ``align.reward_weights``). On CUDA the
+  ``execution_match`` and ``valid_sql`` (weights in ``align.reward_weights``), or with
+  ``align.reward: arctic`` by Arctic-Text2SQL-R1's graded reward alone. On CUDA the
   model is loaded with Unsloth, its LoRA kernels installed (it also rewrites TRL's trainer);
   on the CPU the same code runs on plain transformers + PEFT.
 
@@ -47,7 +48,8 @@ from text2sql.training.rewards import ExecutionReward
 
 DPO_CURVE = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
 TRAINER_DIR = ".trainer"  # inside the output folder while training; removed before saving
-GRPO_CURVE = ("loss", "reward", "rewards/execution_match/mean", "rewards/valid_sql/mean", "kl")
+GRPO_CURVE = ("loss", "reward", "rewards/execution_match/mean", "rewards/valid_sql/mean",
+              "rewards/graded/mean", "kl")  # graded: align.reward arctic only
 PAIRS_FILE = "dpo_pairs.json"  # in the checkpoint folder: the sampled pairs, for a resumed run
 REF_ADAPTER = "ref"  # the frozen SFT copy, under the name TRL's trainers score the reference with
 
@@ -382,8 +384,9 @@ def train_dpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir: 
             "wall_s": round(time.perf_counter() - start, 2)}
 
 
-def reward_functions(reward: ExecutionReward) -> list[Any]:
-    """GRPO's reward functions, ``execution_match`` and ``valid_sql``, sharing one cache.
+def reward_functions(reward: ExecutionReward, kind: str = "binary") -> list[Any]:
+    """GRPO's reward functions, ``execution_match`` and ``valid_sql`` (and with ``kind``
+    ``arctic`` a third, ``graded``), sharing one cache.
 
     TRL calls each with the completions and the dataset's columns (``db_path``, ``query``);
     a conversational completion is a list with one assistant message.
@@ -399,7 +402,20 @@ def reward_functions(reward: ExecutionReward) -> list[Any]:
                   **_: Any) -> list[float]:
         return [r.valid for r in reward.score_raw(db_path, query, texts(completions))]
 
-    return [execution_match, valid_sql]
+    def graded(completions: Sequence[Any], db_path: Sequence[str], query: Sequence[str],
+               **_: Any) -> list[float]:
+        return [r.graded for r in reward.score_raw(db_path, query, texts(completions))]
+
+    return [execution_match, valid_sql] + ([graded] if kind == "arctic" else [])
+
+
+def reward_weights(params: AlignParams) -> list[float]:
+    """The weight of each of :func:`reward_functions`: ``align.reward_weights`` for the binary
+    reward; for ``arctic`` the graded reward alone, the other two kept at weight 0 so their
+    curves are still logged."""
+    if params.reward == "arctic":
+        return [0.0, 0.0, 1.0]
+    return [params.reward_weights.execution_match, params.reward_weights.valid_sql]
 
 
 def check_reward_signal(history: Sequence[dict[str, Any]], group_size: int) -> None:
@@ -424,15 +440,15 @@ def grpo_trainer(params: AlignParams, model: Any, tokenizer: Any, rows: Sequence
 
     dataset = Dataset.from_list([{"prompt": list(r["prompt"]), "db_path": r["db_path"],
                                   "query": r["query"]} for r in rows])
-    weights = params.reward_weights
     config = GRPOConfig(**_common_args(params, out_dir, checkpoint_dir),
                         num_generations=params.samples_per_question,
                         max_completion_length=params.max_new_tokens,
                         temperature=params.temperature, top_k=0, top_p=1.0,
-                        reward_weights=[weights.execution_match, weights.valid_sql],
+                        reward_weights=reward_weights(params),
                         shuffle_dataset=True)
     trainer = GRPOTrainer(model=model, args=config, train_dataset=dataset,
-                          processing_class=tokenizer, reward_funcs=reward_functions(reward),
+                          processing_class=tokenizer,
+                          reward_funcs=reward_functions(reward, params.reward),
                           callbacks=list(callbacks))
     if params.beta != 0.0:
         add_sft_reference(trainer.model, adapter_dir)
@@ -465,5 +481,7 @@ def train_grpo(params: AlignParams, rows: Sequence[dict[str, Any]], adapter_dir:
             "final_reward": _last(history, "reward"),
             "final_execution_match": _last(history, "rewards/execution_match/mean"),
             "final_valid_sql": _last(history, "rewards/valid_sql/mean"),
+            **({"final_graded": _last(history, "rewards/graded/mean")}
+               if params.reward == "arctic" else {}),
             "train_runtime_s": round(result.metrics["train_runtime"], 2),
             "wall_s": round(time.perf_counter() - start, 2)}

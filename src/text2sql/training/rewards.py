@@ -7,7 +7,9 @@ with the evaluator's time limit, row and byte caps and result comparison
 not SQL at all scores 0 and costs that candidate only, never the run.
 
 Two rewards per candidate, both 0 or 1: ``execution_match`` (the result equals the gold
-result, what execution accuracy counts) and ``valid_sql`` (it runs without an error).
+result, what execution accuracy counts) and ``valid_sql`` (it runs without an error); and
+``graded``, Arctic-Text2SQL-R1's single reward (1 for the gold result, 0.1 for a query that
+runs, 0 otherwise), which ``align.reward: arctic`` trains on.
 Scores are cached for the run by (database, gold query, candidate SQL), so a candidate
 sampled twice, or asked for by both reward functions, runs once.
 """
@@ -19,6 +21,9 @@ from dataclasses import dataclass
 
 from text2sql.evaluation.scoring import CORRECT, GOLD_ERROR, EvalConfig, EvalItem, score_items
 from text2sql.sql.extract import extract_sql
+
+# Arctic-Text2SQL-R1 (Yao et al., 2025): a query that runs but answers wrong earns a tenth.
+RUNS_REWARD = 0.1
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,13 @@ class Reward:
     @property
     def valid(self) -> float:
         return 1.0 if self.valid_sql else 0.0
+
+    @property
+    def graded(self) -> float:
+        """Arctic-Text2SQL-R1's reward: 1 for the gold result, 0.1 for a query that runs."""
+        if self.outcome == CORRECT:
+            return 1.0
+        return RUNS_REWARD if self.valid_sql else 0.0
 
 
 class ExecutionReward:
