@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import SAMPLE, ask_exit_status, asked_sql
 from tests.postgres_server import READER, READER_PASSWORD
-from text2sql.ask.postgres import PostgresDatabase
+from text2sql.ask.postgres import PostgresDatabase, WritableRole
 from text2sql.cli import main
 from text2sql.evaluation.compare import results_match
 from text2sql.sql.postgres import beyond_reading, hide_password, masked
@@ -197,14 +197,15 @@ ATTACKS = [
 
 
 def test_writes_ddl_copy_and_side_effects_are_refused(cluster, superuser_url, capsys):
-    """As the superuser (the worst case): each is refused before it runs, or fails as
-    not_read_only, and the database, its sessions and settings are as they were."""
+    """As the superuser (the worst case, allowed on purpose): each is refused before it runs,
+    or fails as not_read_only, and the database, its sessions and settings are as they were."""
     before = fingerprint(cluster)
     for sql in ATTACKS:
-        code = main(["ask", "--db", superuser_url, "--timeout", "2", "--sql", sql])
+        code = main(["ask", "--db", superuser_url, "--allow-writable-role", "--timeout", "2",
+                     "--sql", sql])
         err = capsys.readouterr().err
         assert code == 3 and "refused" in err, (sql, code, err)
-    db = PostgresDatabase(superuser_url)
+    db = PostgresDatabase(superuser_url, allow_writable_role=True)
     for sql in ATTACKS:  # COPY is no statement SQLite's tokenizer knows
         kind = "parse_error" if sql.startswith("COPY") else "not_read_only"
         assert db.run(sql, timeout_s=2).error == kind, sql
@@ -221,6 +222,75 @@ def test_writes_ddl_copy_and_side_effects_are_refused(cluster, superuser_url, ca
     assert db.execute("SELECT lo_create(0)", timeout_s=2, max_rows=10).ok
     assert fingerprint(cluster) == before
     assert not os.path.exists("/tmp/text2sql-loot.csv")
+
+
+def test_a_superuser_is_refused_with_the_sql_of_a_reader(superuser_url, capsys):
+    code = main(["ask", "--db", superuser_url, "--sql", "SELECT count(*) FROM students"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert "role 'postgres' can change database 'school' (superuser" in err
+    for words in ("CREATE ROLE text2sql_reader LOGIN", "GRANT CONNECT ON DATABASE school",
+                  "GRANT SELECT ON ALL TABLES IN SCHEMA public TO text2sql_reader",
+                  "default_transaction_read_only = on", "--allow-writable-role"):
+        assert words in err, words
+    with pytest.raises(WritableRole, match="superuser"):
+        PostgresDatabase(superuser_url).schema()
+    # allowed explicitly: it runs, with a warning that says why it should not
+    code = main(["ask", "--db", superuser_url, "--allow-writable-role", "--sql",
+                 "SELECT count(*) FROM students"])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.splitlines()[-2].strip() == "40"
+    assert "warning" in err and "role 'postgres' can change the database (superuser" in err
+
+
+def test_the_select_only_role_is_accepted(reader_url, capsys):
+    db = PostgresDatabase(reader_url)
+    db.connect().close()
+    assert db.role_rights == []
+    assert main(["ask", "--db", reader_url, "--sql", "SELECT count(*) FROM students"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_write_rights_short_of_a_superuser_are_found(cluster):
+    """A role that may INSERT into one table, CREATE in a schema and write server files."""
+    with cluster.admin("school") as conn:
+        conn.execute("CREATE ROLE scribbler LOGIN PASSWORD 'Scribbler-pw-123'; "
+                     "GRANT CONNECT ON DATABASE school TO scribbler; "
+                     "GRANT USAGE, CREATE ON SCHEMA public TO scribbler; "
+                     "GRANT SELECT ON ALL TABLES IN SCHEMA public TO scribbler; "
+                     "GRANT INSERT, UPDATE ON students TO scribbler; "
+                     "GRANT pg_write_server_files TO scribbler")
+    try:
+        db = PostgresDatabase(cluster.url("school", "scribbler", "Scribbler-pw-123"))
+        with pytest.raises(WritableRole) as refused:
+            db.schema()
+        message = str(refused.value)
+        assert "superuser" not in message.split("):")[0]
+        for words in ("member of pg_write_server_files", "CREATE on schema public",
+                      "INSERT/UPDATE on public.students"):
+            assert words in message, (words, message)
+        assert "Scribbler-pw-123" not in message
+    finally:
+        with cluster.admin("school") as conn:
+            conn.execute("DROP OWNED BY scribbler; DROP ROLE scribbler")
+
+
+def test_serve_refuses_a_writable_role_unless_allowed(superuser_url, reader_url, tmp_path,
+                                                      capsys):
+    from fastapi.testclient import TestClient
+
+    from text2sql.serve.app import ServeSettings, create_app
+
+    (tmp_path / "databases.yaml").write_text(f"school: '{superuser_url}'\n")
+    assert main(["serve", "--no-model", "--databases", str(tmp_path / "databases.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "superuser" in err and "CREATE ROLE text2sql_reader" in err
+    settings = ServeSettings(databases=tmp_path / "databases.yaml", adapter=None,
+                             allow_writable_role=True)
+    with TestClient(create_app(settings)) as client:
+        body = client.post("/v1/sql", json={"db": "school", "sql": "SELECT 1"}).json()
+        assert body["rows"] == [[1]]
+    assert "warning" in capsys.readouterr().err
 
 
 def test_the_read_only_role_cannot_write_either(reader_url, cluster):
@@ -301,7 +371,7 @@ def test_serve_answers_on_postgres(cluster, reader_url, tmp_path, repo_root, mon
                                        {"name": "school", "engine": "sqlite"},
                                        {"name": "down", "engine": "postgresql"}]
         status, down = srv.post("/v1/sql", {"db": "down", "sql": "SELECT 1"})
-        assert status == 503 and "127.0.0.1, port 1" in down["error"], down
+        assert status == 503 and "127.0.0.1, port 1" in down["error"]["message"], down
         assert WRONG_PASSWORD not in json.dumps(down)
         status, schema = srv.call("GET", "/v1/databases/school_pg/schema")
         assert status == 200 and [t["name"] for t in schema["tables"]][:2] == ["teachers",

@@ -133,12 +133,14 @@ class SqliteDatabase:
 
 def open_database(location: str | Path, schemas: Sequence[str] = ("public",), *,
                   name: str | None = None, pool_size: int = 0,
-                  setting: str = "--db") -> Database:
+                  setting: str = "--db", allow_writable_role: bool = False) -> Database:
     """A PostgreSQL database for a ``postgresql://`` URL (reading ``schemas``; ``pool_size``
-    pooled connections), else the SQLite file at ``location``; ``setting`` is named in the
-    error when the file does not exist."""
+    pooled connections; a role that can write refused unless ``allow_writable_role``), else
+    the SQLite file at ``location``; ``setting`` is named in the error when the file does not
+    exist."""
     if is_postgres_url(str(location)):
-        return PostgresDatabase(str(location), schemas, name=name, pool_size=pool_size)
+        return PostgresDatabase(str(location), schemas, name=name, pool_size=pool_size,
+                                allow_writable_role=allow_writable_role)
     path = Path(location)
     if not path.is_file():
         raise DataError(f"{path}: SQLite file not found ({setting}); a PostgreSQL database is "

@@ -7,12 +7,14 @@ transaction, always rolled back, through a server-side cursor, under ``statement
 budget. The schema is read from the catalog of the allowed schemas, so linking and prompts are
 the SQLite ones; the text values are indexed for value hints as a SQLite file's are. Passwords
 never appear in what it prints, returns or raises. The strongest guard is the server's: connect
-as a role with SELECT rights only (docs/postgresql.md).
+as a role with SELECT rights only (docs/postgresql.md); the first connection checks that the
+role cannot write (:func:`write_rights`) and refuses one that can, unless allowed.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -52,17 +54,27 @@ if TYPE_CHECKING:
     from text2sql.inference.voting import Candidate, Vote
 
 
+class WritableRole(DataError):
+    """The role connected as can change the database (a superuser, or write rights), and
+    that was not allowed (``--allow-writable-role``)."""
+
+
 class PostgresDatabase:
     """One PostgreSQL database: its URL (libpq's; empty parts come from ``PGHOST``,
     ``PGUSER``, ``PGPASSWORD``, ``PGDATABASE``... or ``~/.pgpass``), the schemas questions
     may read, and with ``pool_size`` a pool of connections (``serve``). A
-    :class:`text2sql.ask.database.Database`."""
+    :class:`text2sql.ask.database.Database`.
+
+    The first connection checks the role's rights: one that can write is refused
+    (:class:`WritableRole`) unless ``allow_writable_role``, and then a warning is printed.
+    """
 
     engine = "postgresql"
     dialect: str | None = "postgres"
 
     def __init__(self, url: str, schemas: Sequence[str] = ("public",), *,
-                 name: str | None = None, pool_size: int = 0):
+                 name: str | None = None, pool_size: int = 0,
+                 allow_writable_role: bool = False):
         if not is_postgres_url(url):
             raise DataError(f"{masked(url)}: not a PostgreSQL URL (postgresql://user@host/db)")
         bad = [s for s in schemas if not SCHEMA_NAME.fullmatch(s)]
@@ -75,6 +87,8 @@ class PostgresDatabase:
         self._lock = threading.Lock()
         self._values: tuple[float, ValueIndex] | None = None
         self._schema: tuple[float, Schema] | None = None
+        self.allow_writable_role = allow_writable_role
+        self.role_rights: list[str] | None = None  # what the role may change; None: unchecked
 
     def __str__(self) -> str:
         return masked(self.url)
@@ -107,13 +121,36 @@ class PostgresDatabase:
                 "autocommit": False}
 
     def connect(self, timeout_s: float = INTROSPECTION_TIMEOUT_S) -> Any:
-        """A new read-only session; a failure says where it tried and what to check."""
+        """A new read-only session; a failure says where it tried and what to check. The
+        first one checks the role (:meth:`check_role`)."""
         import psycopg
 
         try:
-            return psycopg.connect(self.url, **self._options(timeout_s))
+            conn = psycopg.connect(self.url, **self._options(timeout_s))
         except psycopg.Error as e:
             raise self._connect_error(e) from None
+        if self.role_rights is None:
+            try:
+                self.check_role(conn)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def check_role(self, conn: Any) -> list[str]:
+        """What the role of ``conn`` may change (:func:`write_rights`); :class:`WritableRole`
+        when that is anything and it was not allowed, else a warning on stderr."""
+        rights = write_rights(conn, self.schemas)
+        user = conn.info.user
+        if rights and not self.allow_writable_role:
+            raise WritableRole(writable_role_message(user, conn.info.dbname, self.schemas,
+                                                     rights))
+        if rights:
+            print(f"text2sql: warning: {masked(self.url)}: role {user!r} can change the "
+                  f"database ({'; '.join(rights)}); only this project's guards keep questions "
+                  "read-only (--allow-writable-role)", file=sys.stderr, flush=True)
+        self.role_rights = rights
+        return rights
 
     def _connect_error(self, error: Exception) -> ConnectionFailed:
         t = self._target()
@@ -326,6 +363,81 @@ class PostgresDatabase:
             return []
         finally:
             conn.rollback()
+
+
+def write_rights(conn: Any, schemas: Sequence[str]) -> list[str]:
+    """What the session's role may change, in words (empty: it can only read): superuser,
+    CREATEROLE/CREATEDB, membership in a role that writes server files, runs programs or
+    writes all data, CREATE on the database or on one of ``schemas``, INSERT/UPDATE/DELETE/
+    TRUNCATE on a table of ``schemas``. Read in a rolled-back transaction."""
+    try:
+        conn.execute("SET TRANSACTION READ ONLY")
+        found = []
+        su, createrole, createdb = conn.execute(
+            "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+            "WHERE rolname = current_user").fetchone()
+        found += [what for what, has in (("superuser", su), ("CREATEROLE", createrole),
+                                         ("CREATEDB", createdb)) if has]
+        found += [f"member of {r}" for (r,) in conn.execute(_POWERFUL_ROLES_SQL)]
+        if conn.execute("SELECT has_database_privilege(current_database(), 'CREATE')"
+                        ).fetchone()[0]:
+            found.append("CREATE on the database")
+        found += [f"CREATE on schema {n}" for (n,) in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) "
+            "AND has_schema_privilege(oid, 'CREATE') ORDER BY nspname", [list(schemas)])]
+        writable = conn.execute(_WRITABLE_TABLES_SQL, {"schemas": list(schemas)}).fetchall()
+        if writable:
+            shown = ", ".join(f"{n}.{t}" for n, t, _ in writable[:3])
+            more = f" and {len(writable) - 3} more" if len(writable) > 3 else ""
+            privileges = sorted({p for *_, ps in writable for p in ps})
+            found.append(f"{'/'.join(privileges)} on {shown}{more}")
+        return found
+    finally:
+        conn.rollback()
+
+
+def writable_role_message(user: str, dbname: str, schemas: Sequence[str],
+                          rights: Sequence[str]) -> str:
+    """Why role ``user`` is refused, and the SQL that makes a role that can only read."""
+    import re
+
+    def q(name: str) -> str:  # as one would type it: quoted only when it has to be
+        return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else quote_identifier(name)
+
+    grants = "\n".join(
+        f"  GRANT USAGE ON SCHEMA {q(s)} TO text2sql_reader;\n"
+        f"  GRANT SELECT ON ALL TABLES IN SCHEMA {q(s)} TO text2sql_reader;\n"
+        f"  ALTER DEFAULT PRIVILEGES IN SCHEMA {q(s)} GRANT SELECT ON TABLES TO text2sql_reader;"
+        for s in schemas)
+    return (f"PostgreSQL role {user!r} can change database {dbname!r} ({'; '.join(rights)}): "
+            "questions are answered only as a role that can only read, so a query that gets "
+            "past this project's guards still cannot write. Create one (as an administrator) "
+            "and put it in the URL:\n"
+            "  CREATE ROLE text2sql_reader LOGIN PASSWORD '...';  -- no SUPERUSER, no other roles\n"
+            f"  GRANT CONNECT ON DATABASE {q(dbname)} TO text2sql_reader;\n{grants}\n"
+            "  ALTER ROLE text2sql_reader SET default_transaction_read_only = on;\n"
+            "  -- before PostgreSQL 15 also: REVOKE CREATE ON SCHEMA public FROM PUBLIC;\n"
+            "or pass --allow-writable-role to use this role anyway (only the text checks and the "
+            "read-only transaction stand in the way then)")
+
+
+_POWERFUL_ROLES_SQL = """
+SELECT rolname FROM pg_roles
+WHERE rolname IN ('pg_write_server_files', 'pg_execute_server_program', 'pg_write_all_data')
+  AND pg_has_role(current_user, oid, 'MEMBER')
+ORDER BY rolname
+"""
+
+_WRITABLE_TABLES_SQL = """
+SELECT n.nspname, c.relname,
+       ARRAY(SELECT p FROM unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p
+             WHERE has_table_privilege(c.oid, p))
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE')
+       OR has_table_privilege(c.oid, 'DELETE') OR has_table_privilege(c.oid, 'TRUNCATE'))
+ORDER BY n.nspname, c.relname
+"""
 
 
 def _login_name() -> str:

@@ -81,6 +81,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--schemas", default="public", metavar="NAMES",
                    help="PostgreSQL only: the schemas to ask about, comma-separated "
                         "(default: %(default)s)")
+    p.add_argument("--allow-writable-role", action="store_true",
+                   help="PostgreSQL: connect even as a role that can write or is a superuser "
+                        "(refused otherwise; see docs/postgresql.md)")
     add_adapter_argument(p)
     add_backend_arguments(p)
     add_run_arguments(p)
@@ -127,7 +130,8 @@ def check_limits_and_schema(args: argparse.Namespace) -> tuple[Database, Schema]
         raise DataError("--timeout must be > 0, --max-rows and --max-bytes at least 1, "
                         "--width at least 8")
     schemas = getattr(args, "schemas", "public")
-    db = open_database(str(args.db), [s.strip() for s in schemas.split(",") if s.strip()])
+    db = open_database(str(args.db), [s.strip() for s in schemas.split(",") if s.strip()],
+                       allow_writable_role=getattr(args, "allow_writable_role", False))
     schema = db.schema()
     if not schema.tables:
         raise DataError(f"{db}: {db.why_no_tables()}")

@@ -63,6 +63,9 @@ def register(subparsers: Any) -> None:
                         "to (never modified)")
     p.add_argument("--schemas", default="public", metavar="NAMES",
                    help="PostgreSQL: comma-separated schemas to read (default: %(default)s)")
+    p.add_argument("--allow-writable-role", action="store_true",
+                   help="PostgreSQL: connect even as a role that can write or is a superuser "
+                        "(refused otherwise; see docs/postgresql.md)")
     add_adapter_argument(p)
     p.add_argument("--history", type=int, default=None, metavar="N",
                    help="earlier turns kept in the prompt (default: prepare.max_history_turns)")

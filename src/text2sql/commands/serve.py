@@ -28,7 +28,12 @@ the names map to SQLite files or PostgreSQL URLs:
   warehouse: {url: "postgresql://reader:${DW_PASSWORD}@dw/dw", schemas: [sales, public]}
 
 On PostgreSQL the SQL is translated with sqlglot and runs in a read-only
-transaction under statement_timeout, from a pool of --sql-workers connections.
+transaction under statement_timeout, from a pool of --sql-workers connections;
+a role that can write (or a superuser) is refused unless --allow-writable-role.
+
+API keys (--api-key, repeatable, or TEXT2SQL_API_KEYS=KEY1,KEY2) are asked as
+`Authorization: Bearer KEY` on every route but /healthz and the page's files;
+listening beyond this machine (--host 0.0.0.0) needs one, or --allow-no-key.
 """
 
 EPILOG = """\
@@ -37,6 +42,8 @@ examples:
   text2sql serve --databases ./dbs --adapter models/aligned --port 8080
   text2sql serve --databases ./dbs --no-model      # only run SQL sent by clients
   text2sql serve --databases databases.yaml        # SQLite files and PostgreSQL databases
+  TEXT2SQL_API_KEYS=$(python -c 'import secrets; print(secrets.token_urlsafe(32))') \
+    text2sql serve --host 0.0.0.0                  # other machines, with a key
   curl -s localhost:8000/v1/sql -d '{"db": "school", "question": "How many students are there?"}'
 
 then open http://127.0.0.1:8000 (the page) or http://127.0.0.1:8000/docs (the API).
@@ -73,6 +80,17 @@ def register(subparsers: Any) -> None:
                    help="questions generated together at most (default: %(default)s)")
     p.add_argument("--max-body-kb", type=int, default=64, metavar="KB",
                    help="largest request body (default: %(default)s KB; larger: 413)")
+    p.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                   help="accept this API key as `Authorization: Bearer KEY` (repeatable; "
+                        "also TEXT2SQL_API_KEYS, which keeps keys out of the process list)")
+    p.add_argument("--allow-no-key", action="store_true",
+                   help="listen beyond this machine (--host) without an API key")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let pages of this origin call the API from a browser "
+                        "(https://chat.example; repeatable; default: none)")
+    p.add_argument("--allow-writable-role", action="store_true",
+                   help="PostgreSQL: serve even as a role that can write or is a superuser "
+                        "(refused otherwise; see docs/postgresql.md)")
     p.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn's log level (default: %(default)s)")
@@ -83,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from text2sql.io import DataError
+    from text2sql.runtime.keys import check_bind, fingerprint, load_keys
     from text2sql.serve.app import ServeSettings, create_app
 
+    keys = load_keys(args.api_key)
+    check_bind(args.host, keys, allow_open=args.allow_no_key)
     for name in ("timeout", "max_rows", "sql_workers", "max_pending", "max_batch", "max_body_kb"):
         if getattr(args, name) <= 0:
             raise DataError(f"--{name.replace('_', '-')} must be > 0")
@@ -98,10 +119,14 @@ def run(args: argparse.Namespace) -> int:
         databases=args.databases, adapter=adapter,
         params=args.params, timeout_s=args.timeout, max_rows=args.max_rows,
         sql_workers=args.sql_workers, max_pending=args.max_pending, max_batch=args.max_batch,
-        max_body_bytes=args.max_body_kb * 1024)
+        max_body_bytes=args.max_body_kb * 1024, api_keys=keys,
+        cors_origins=tuple(args.cors_origin), allow_writable_role=args.allow_writable_role)
     app = create_app(settings)
     print(f"text2sql serve: http://{args.host}:{args.port} (page), "
           f"http://{args.host}:{args.port}/docs (API); Ctrl-C stops", flush=True)
+    named = ", ".join(fingerprint(k) for k in keys.keys)
+    print(f"API keys: {len(keys.keys)} ({named})" if keys.required else
+          "API keys: none (anyone who reaches the port may ask)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=5)
     return 0

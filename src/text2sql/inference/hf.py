@@ -42,6 +42,7 @@ class Generation:
     seconds: float  # wall time of the batch, shared out over its prompts
     new_tokens: int  # generated tokens over all samples, up to and including the stop token
     logprobs: list[float] = field(default_factory=list)  # per sample; empty unless scored
+    prompt_tokens: int = 0  # tokens of the rendered prompt (counted once, whatever the samples)
 
 
 @dataclass(frozen=True)
@@ -284,7 +285,8 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict[str, st
                              temperature=temperature)
     torch.manual_seed(seed)
     bar = tqdm(total=len(texts), desc="generate", unit="question", disable=not progress)
-    for idx in batch_plan(prompt_lengths(tokenizer, texts), batch_size, num_samples):
+    lengths = prompt_lengths(tokenizer, texts)
+    for idx in batch_plan(lengths, batch_size, num_samples):
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(model.device)
         recorder = _logprob_recorder(stops) if score else None
@@ -303,7 +305,8 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict[str, st
                 texts=[decoded[r] for r in rows],
                 seconds=dt / len(idx),
                 new_tokens=sum(_count_until_stop(new_ids[r], stops) for r in rows),
-                logprobs=[logprobs[r] for r in rows] if logprobs else [])
+                logprobs=[logprobs[r] for r in rows] if logprobs else [],
+                prompt_tokens=lengths[i])
         bar.update(len(idx))
     bar.close()
     return [r for r in results if r is not None]

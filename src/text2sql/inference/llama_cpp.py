@@ -232,5 +232,6 @@ def generate_gguf(llm: Any, prompts: Sequence[Sequence[dict[str, str]]], *,
             texts.append(llm.detokenize(out, special=False).decode("utf-8", errors="replace"))
             logprobs.append(total)
         results.append(Generation(texts=texts, seconds=time.perf_counter() - t0,
-                                  new_tokens=new_tokens, logprobs=logprobs if score else []))
+                                  new_tokens=new_tokens, logprobs=logprobs if score else [],
+                                  prompt_tokens=len(prompt)))
     return results

@@ -40,7 +40,8 @@ class Answerer:
 
     def __init__(self, settings: ServeSettings, generator: BatchGenerator | None):
         self.settings, self.generator = settings, generator
-        self.catalog = Catalog(settings.databases, pool_size=settings.sql_workers)
+        self.catalog = Catalog(settings.databases, pool_size=settings.sql_workers,
+                               allow_writable_role=settings.allow_writable_role)
         self.prepare = prepare_settings(settings.params)
         self.sql_pool = ThreadPoolExecutor(max_workers=settings.sql_workers,
                                            thread_name_prefix="sql")
@@ -50,11 +51,21 @@ class Answerer:
         self.sql_pool.shutdown(wait=False, cancel_futures=True)
         self.catalog.close()
 
-    @contextmanager
-    def admitted(self) -> Iterator[None]:
+    def check_capacity(self) -> None:
+        """:class:`Overloaded` when ``max_pending`` requests are in flight."""
         if self.in_flight >= self.settings.max_pending:
             raise Overloaded(f"busy: {self.in_flight} requests in flight (--max-pending "
                              f"{self.settings.max_pending}); retry in a moment")
+
+    def model(self) -> BatchGenerator:
+        """The model's queue; :class:`NoModel` when this server was started without one."""
+        if self.generator is None:
+            raise NoModel("this server runs without a model (--no-model): send your own 'sql'")
+        return self.generator
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        self.check_capacity()
         self.in_flight += 1
         try:
             yield
@@ -66,7 +77,9 @@ class Answerer:
         return await asyncio.get_running_loop().run_in_executor(self.sql_pool, work, *args)
 
     async def answer(self, req: SqlRequest) -> dict[str, Any]:
-        """The JSON answer to one request: the given SQL, or the model's for the question."""
+        """The JSON answer to one request: the given SQL, or the model's for the question;
+        ``usage`` counts the tokens of the rendered prompt and those generated (0 for SQL
+        given by the client)."""
         t0 = time.perf_counter()
         settings = self.settings
         with self.admitted():
@@ -74,26 +87,27 @@ class Answerer:
             limits = Limits(timeout_s=min(req.timeout_s or settings.timeout_s, settings.timeout_s),
                             max_rows=min(req.max_rows or settings.max_rows, settings.max_rows))
             dialect = req.dialect or db.dialect
+            prompt_tokens = completion_tokens = 0
             if req.sql is not None:
                 sql = req.sql
                 answer = await self.in_pool(lambda: run_sql(
                     db, schema, sql, limits=limits, dialects=[dialect], execute=req.execute))
             else:
-                generator = self.generator
-                if generator is None:
-                    raise NoModel("this server runs without a model (--no-model): send your "
-                                  "own 'sql'")
+                generator = self.model()
                 row = prompt_row(req.question or "", db, schema, self.prepare)
                 n = req.num_samples or generator.infer.num_samples
                 t1 = time.perf_counter()
                 gen = await generator.write(row["prompt"], n)
                 generate_s = time.perf_counter() - t1
+                prompt_tokens, completion_tokens = gen.prompt_tokens, gen.new_tokens
                 answer = await self.in_pool(lambda: answer_generation(
                     db, schema, row, gen, generate_s=generate_s, limits=limits,
                     dialects=[dialect], execute=req.execute,
                     prefer_nonempty=generator.infer.prefer_nonempty))
         body = {"db": req.db, "question": req.question, **answer_body(answer, dialect)}
         body["timings"]["total_s"] = round(time.perf_counter() - t0, 4)
+        body["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                         "total_tokens": prompt_tokens + completion_tokens}
         return body
 
 

@@ -7,7 +7,8 @@ SQL (:mod:`~text2sql.serve.batcher`, in batches), and the SQL is extracted, chec
 read-only (:mod:`~text2sql.serve.answers`). The rest: which databases may be asked
 (:mod:`~text2sql.serve.catalog`), the request bodies (:mod:`~text2sql.serve.schemas`), the
 routes (:mod:`~text2sql.serve.routes`, :mod:`~text2sql.serve.openai_compat`), errors as JSON
-(:mod:`~text2sql.serve.errors`) and the page (``static/``, at ``/``).
+(:mod:`~text2sql.serve.errors`), API keys and CORS (:mod:`~text2sql.serve.auth`) and the page
+(``static/``, at ``/``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from text2sql.serve.answers import Answerer
+from text2sql.serve.auth import allow_origins, open_paths, require_key
 from text2sql.serve.batcher import BatchGenerator
 from text2sql.serve.errors import add_error_handlers, json_bodies
 from text2sql.serve.openai_compat import openai_routes
@@ -30,13 +32,20 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_app(settings: ServeSettings) -> Any:
-    """The FastAPI application: API under ``/v1``, ``/healthz``, ``/docs``, the page at ``/``."""
+    """The FastAPI application: API under ``/v1``, ``/healthz``, ``/docs``, the page at ``/``;
+    behind ``settings.api_keys`` when there are any. A PostgreSQL database whose role can write
+    is refused here, unless allowed (:meth:`~text2sql.serve.catalog.Catalog.check_roles`)."""
     from fastapi import FastAPI
     from fastapi.staticfiles import StaticFiles
 
     generator = BatchGenerator(settings.adapter, settings.params, settings.max_batch) \
         if settings.adapter is not None else None
     answerer = Answerer(settings, generator)
+    try:
+        answerer.catalog.check_roles()
+    except BaseException:
+        answerer.close()
+        raise
 
     @asynccontextmanager
     async def lifespan(_app: Any):
@@ -57,7 +66,9 @@ def create_app(settings: ServeSettings) -> Any:
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     app.state.settings, app.state.catalog, app.state.generator = \
         settings, answerer.catalog, generator
-    return json_bodies(app, settings.max_body_bytes)
+    guarded = require_key(json_bodies(app, settings.max_body_bytes), settings.api_keys,
+                          open_paths(STATIC))
+    return allow_origins(guarded, settings.cors_origins)
 
 
 def _version() -> str:

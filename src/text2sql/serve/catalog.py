@@ -27,10 +27,12 @@ class UnknownDatabase(LookupError):
     """A database name that is not in the served folder (answered 404)."""
 
 
-def read_database_list(path: Path, pool_size: int = 4) -> dict[str, Database]:
+def read_database_list(path: Path, pool_size: int = 4, allow_writable_role: bool = False
+                       ) -> dict[str, Database]:
     """The databases a YAML file names: ``name: sqlite-file`` (relative to the file),
     ``name: postgresql://...`` or ``name: {url: postgresql://..., schemas: [a, b]}``.
-    ``${VAR}`` in a URL is read from the environment (keep passwords out of the file)."""
+    ``${VAR}`` in a URL is read from the environment (keep passwords out of the file);
+    a PostgreSQL role that can write is refused unless ``allow_writable_role``."""
     import os
 
     import yaml
@@ -61,7 +63,7 @@ def read_database_list(path: Path, pool_size: int = 4) -> dict[str, Database]:
                 raise DataError(f"{where}: {location}: SQLite file not found (a path relative "
                                 f"to {path.name}, or a postgresql:// URL)")
         found[name] = open_database(location, [str(s) for s in schemas], name=name,
-                                    pool_size=pool_size)
+                                    pool_size=pool_size, allow_writable_role=allow_writable_role)
     return found
 
 
@@ -73,17 +75,33 @@ class Catalog:
     a ``tables.json`` beside them gives the schemas, as in the prepare stage.
     """
 
-    def __init__(self, folder: Path, pool_size: int = 4):
+    def __init__(self, folder: Path, pool_size: int = 4, allow_writable_role: bool = False):
         self.listed: dict[str, Database] | None = None
         if folder.suffix in (".yaml", ".yml"):
             if not folder.is_file():
                 raise DataError(f"{folder}: no such file (--databases)")
-            self.listed = read_database_list(folder, pool_size)
+            self.listed = read_database_list(folder, pool_size, allow_writable_role)
             return
         if not folder.is_dir():
             raise DataError(f"{folder}: no such folder of SQLite databases (--databases)")
         self.databases = question_databases(folder)
         self.folder: Path = self.databases.db_dir  # type: ignore[union-attr]
+
+    def check_roles(self) -> list[str]:
+        """Connect to each PostgreSQL database once, so a role that can write is refused at
+        start (:class:`~text2sql.ask.postgres.WritableRole`); the names of those that cannot
+        be reached now (checked when they first can)."""
+        from text2sql.ask.postgres import PostgresDatabase
+        from text2sql.sql.postgres import ConnectionFailed
+
+        unreachable = []
+        for name, db in (self.listed or {}).items():
+            if isinstance(db, PostgresDatabase) and db.role_rights is None:
+                try:
+                    db.connect().close()
+                except ConnectionFailed:
+                    unreachable.append(name)
+        return unreachable
 
     def close(self) -> None:
         """Close the connection pools."""

@@ -53,6 +53,13 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
+class StreamOptions(BaseModel):
+    """OpenAI's ``stream_options``: ``include_usage`` adds a last chunk with the usage."""
+
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
 class ChatRequest(BaseModel):
     """The body of POST /v1/chat/completions (OpenAI's shape; unknown fields ignored)."""
 
@@ -61,6 +68,7 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     db: str | None = Field(None, description="the database (wins over model)")
     stream: bool = False
+    stream_options: StreamOptions | None = None
     n: int | None = Field(None, ge=1, le=1)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from text2sql.runtime.keys import ApiKeys
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -19,3 +21,6 @@ class ServeSettings:
     max_pending: int = 64  # requests in flight before 429
     max_batch: int = 8  # prompts generated together
     max_body_bytes: int = 65536
+    api_keys: ApiKeys = ApiKeys()  # none: no key asked for (loopback only, see check_bind)
+    cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API; none: no CORS
+    allow_writable_role: bool = False  # PostgreSQL: serve as a role that can write

@@ -43,14 +43,37 @@ function highlight(sql) {
   return out;
 }
 
+// A server started with --api-key wants `Authorization: Bearer KEY`: the key is asked for
+// on the first 401, kept for this tab only (sessionStorage), and asked again when refused.
+const KEY_SLOT = "text2sql-api-key";
+
+function askForKey(refused) {
+  const key = window.prompt(refused ? "That API key was refused. API key for this server:"
+    : "This server needs an API key (from whoever started it):");
+  if (key === null || !key.trim()) return false;
+  sessionStorage.setItem(KEY_SLOT, key.trim());
+  return true;
+}
+
 async function api(path, body) {
-  const response = await fetch(path, body === undefined ? {} : {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-  });
-  let data;
-  try { data = await response.json(); } catch (e) { data = { error: `HTTP ${response.status}` }; }
-  if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
-  return data;
+  for (;;) {
+    const headers = body === undefined ? {} : { "Content-Type": "application/json" };
+    const key = sessionStorage.getItem(KEY_SLOT);
+    if (key) headers.Authorization = `Bearer ${key}`;
+    const response = await fetch(path, body === undefined ? { headers } : {
+      method: "POST", headers, body: JSON.stringify(body),
+    });
+    let data;
+    try { data = await response.json(); } catch (e) { data = { error: `HTTP ${response.status}` }; }
+    if (response.status === 401) {
+      sessionStorage.removeItem(KEY_SLOT);
+      if (askForKey(Boolean(key))) continue;
+    }
+    // errors under /v1 are OpenAI's object: {"error": {"message", "type", "param", "code"}}
+    const error = data.error && typeof data.error === "object" ? data.error.message : data.error;
+    if (!response.ok) throw new Error(error || `HTTP ${response.status}`);
+    return data;
+  }
 }
 
 async function loadDatabases() {
