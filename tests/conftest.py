@@ -27,6 +27,43 @@ def make_shop(db: Path) -> Path:
     return db
 
 
+def duckdb_copy(sqlite_path: Path, out: Path) -> Path:
+    """A DuckDB file holding ``sqlite_path``'s tables, keys and rows (SQLite's own CREATE
+    TABLE statements, which DuckDB reads)."""
+    import sqlite3
+
+    import duckdb
+
+    source = sqlite3.connect(sqlite_path)
+    target = duckdb.connect(str(out))
+    for name, ddl in source.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' "
+                                    "ORDER BY rowid").fetchall():
+        target.execute(ddl)
+        rows = source.execute(f'SELECT * FROM "{name}"').fetchall()
+        if rows:
+            marks = ", ".join("?" * len(rows[0]))
+            target.executemany(f'INSERT INTO "{name}" VALUES ({marks})', rows)
+    target.close()
+    source.close()
+    return out
+
+
+def parquet_folder(sqlite_path: Path, folder: Path, fmt: str = "parquet") -> Path:
+    """Each table of ``sqlite_path`` as ``folder/<table>.parquet`` (or ``.csv``), written by
+    DuckDB's COPY from a DuckDB copy of it."""
+    import duckdb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    db = duckdb_copy(sqlite_path, folder.parent / f"{folder.name}-source.duckdb")
+    conn = duckdb.connect(str(db))
+    for (name,) in conn.execute("SELECT table_name FROM information_schema.tables").fetchall():
+        options = "(FORMAT parquet)" if fmt == "parquet" else "(HEADER)"
+        conn.execute(f"COPY \"{name}\" TO '{folder / name}.{fmt}' {options}")
+    conn.close()
+    db.unlink()
+    return folder
+
+
 @pytest.fixture()
 def shop(tmp_path: Path) -> Path:
     return make_shop(tmp_path / "shop" / "shop.sqlite")
@@ -92,13 +129,22 @@ def superuser_url(cluster) -> str:
     return cluster.url("school")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session")
+def school_duckdb(tmp_path_factory) -> Path:
+    """The sample school database as a DuckDB file."""
+    return duckdb_copy(SCHOOL, tmp_path_factory.mktemp("duckdb") / "school.duckdb")
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "duckdb"])
 def database(request):
-    """The school database as each engine holds it: a SQLite file, a PostgreSQL database."""
+    """The school database as each engine holds it: a SQLite file, a PostgreSQL database,
+    a DuckDB file."""
     from text2sql.ask.database import open_database
 
     if request.param == "sqlite":
         db = open_database(SCHOOL)
+    elif request.param == "duckdb":
+        db = open_database(request.getfixturevalue("school_duckdb"))
     else:
         db = open_database(request.getfixturevalue("reader_url"))
     yield db

@@ -1,7 +1,8 @@
 """Memory and time bombs: each ends within timeout + 2 s, under 2 GiB, database unchanged.
 
 Every bomb runs in ``ask``, in self-consistency voting and in ``evaluate``, each in a
-fresh Python process, so the peak RSS measured (``wait4``: the process and every
+fresh Python process (and in ``ask`` on a DuckDB file and on Parquet files, with DuckDB's own
+bombs added), so the peak RSS measured (``wait4``: the process and every
 worker it waited for) is that of the bombs alone. Without the byte budget, SQLite's
 length and heap limits and the workers' address-space limit, several of these take
 gigabytes (``SELECT randomblob(20000000) FROM item`` reached 9.2 GB in ``ask``).
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_shop
+from tests.conftest import duckdb_copy, make_shop, parquet_folder
 
 TIMEOUT_S = 1.0
 MAX_RSS = 2 * 2**30
@@ -42,6 +43,17 @@ BOMBS = [
     "SELECT a.name || b.name || c.name AS x FROM item a, item b, item c ORDER BY x",
     "SELECT * FROM item a, item b, item c",
     "SELECT count(*) FROM item a, item b, item c, item d",
+]
+# DuckDB's own (SQLite SQL that sqlglot passes through): strings built outside DuckDB's
+# memory_limit, lists, recursive CTEs, joins DuckDB cannot shortcut.
+DUCKDB_BOMBS = [
+    "SELECT repeat('x', 1000000000)",
+    "SELECT repeat('x', 20000000) FROM item",
+    "SELECT a.name, string_agg(md5(random()), ',') FROM item a, item b GROUP BY a.name",
+    "SELECT list(range) FROM range(1000000000)",
+    "WITH RECURSIVE n(i, s) AS (SELECT 1, repeat('x', 500000) UNION ALL "
+    "SELECT i + 1, s FROM n) SELECT s FROM n",
+    "SELECT count(*) FROM item a, item b, item c, item d WHERE a.name || b.name <> d.name",
 ]
 
 # Run in a fresh interpreter: argv = mode, database, bombs as JSON; prints one JSON
@@ -136,3 +148,23 @@ def test_every_bomb_ends_on_time_in_bounded_memory(shop, mode):
             if r["outcome"] is not None:
                 assert r["chosen"] == 2, (sql, r)  # the candidate that ran wins the vote
     assert wall < 30 + len(BOMBS) * (TIMEOUT_S + 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["duckdb", "parquet"])
+def test_every_bomb_ends_on_time_in_bounded_memory_on_duckdb(shop, engine, tmp_path):
+    """DuckDB runs each query in a worker process under its memory_limit and the worker's
+    address-space limit, interrupted at the timeout: the same bounds as SQLite's."""
+    folder = tmp_path / engine
+    folder.mkdir()
+    db = duckdb_copy(shop, folder / "shop.duckdb") if engine == "duckdb" else \
+        parquet_folder(shop, folder / "shop")
+    before = _digest(db.parent if engine == "duckdb" else db)
+    bombs = BOMBS + DUCKDB_BOMBS
+    results, peak_rss = run_and_measure("ask", db, bombs)
+    assert len(results) == len(bombs)
+    assert peak_rss < MAX_RSS, f"{engine}: peak RSS {peak_rss / 2**20:.0f} MiB"
+    assert _digest(db.parent if engine == "duckdb" else db) == before
+    for sql, r in zip(bombs, results, strict=True):
+        assert r["seconds"] < TIMEOUT_S + 2, (sql, r)
+        assert r["outcome"] in (0, 1), (sql, r)  # answered (row cap) or failed, never killed

@@ -1,5 +1,5 @@
-"""The :class:`text2sql.ask.database.Database` contract: a SQLite file and a live PostgreSQL
-database (skipped without PostgreSQL's binaries) pass the same tests on the sample school
+"""The :class:`text2sql.ask.database.Database` contract: a SQLite file, a live PostgreSQL
+database (skipped without PostgreSQL's binaries) and a DuckDB file pass the same tests on the sample school
 database (conftest's ``database``), so ``ask``, ``chat`` and ``serve`` need no engine checks."""
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELEC
 
 def test_it_is_a_database_named_for_its_data(database):
     assert isinstance(database, Database)
-    assert database.name == "school" and database.engine in ("sqlite", "postgresql")
-    assert database.dialect == {"sqlite": None, "postgresql": "postgres"}[database.engine]
+    assert database.name == "school" and database.engine in ("sqlite", "postgresql", "duckdb")
+    assert database.dialect == {"sqlite": None, "postgresql": "postgres",
+                                "duckdb": "duckdb"}[database.engine]
     assert "s3cret" not in str(database) + repr(database)  # the reader's password, masked
 
 

@@ -14,7 +14,7 @@ model stack:
     training                       SFT, batching, checkpoints, alignment
     export                         merge, GGUF, Modelfile
     ask                            questions from outside the pipeline, live databases
-    serve, commands, cli           the entry points
+    serve, mcp_server, commands, cli   the entry points
 
 The base, sql, data and evaluation never import the torch stack, not even inside a function;
 no module imports at its top level what it could import when a function runs (nothing of
@@ -33,7 +33,7 @@ from tests.conftest import REPO
 
 LAYERS = [{"io", "params", "presets", "__init__"}, {"sql"}, {"data"}, {"evaluation"},
           {"runtime"}, {"modeling"}, {"inference"}, {"training"}, {"export"}, {"ask"},
-          {"serve", "commands", "cli"}]
+          {"serve", "mcp_server", "commands", "cli"}]
 TORCH_FREE = {"io", "params", "presets", "__init__", "sql", "data", "evaluation"}
 TORCH_STACK = {"torch", "transformers", "peft", "trl", "unsloth", "unsloth_zoo", "bitsandbytes",
                "accelerate", "torchao", "xformers", "vllm"}

@@ -16,7 +16,7 @@ from text2sql import __version__
 from text2sql.io import DataError
 from text2sql.runtime.quiet import quiet_known_warnings
 
-COMMANDS = ("ask", "chat", "predict", "evaluate", "report", "serve", "preset")
+COMMANDS = ("ask", "chat", "predict", "evaluate", "report", "serve", "mcp", "preset")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,10 @@
 """The database a question is asked of: :class:`Database`, met by a SQLite file
-(:class:`SqliteDatabase`) and a live PostgreSQL database (:class:`PostgresDatabase`), and
-:func:`open_database` choosing between them by location.
+(:class:`SqliteDatabase`), a live PostgreSQL database (:class:`PostgresDatabase`) and a DuckDB
+file or CSV/Parquet files (:class:`DuckdbDatabase`), and :func:`open_database` choosing
+between them by location.
 
-``ask``, ``chat`` and ``serve`` call only what the protocol names, so a guard added to the
-pipeline (:mod:`text2sql.ask.pipeline`) holds for both engines without an engine check.
+``ask``, ``chat``, ``serve`` and ``mcp`` call only what the protocol names, so a guard added to
+the pipeline (:mod:`text2sql.ask.pipeline`) holds for every engine without an engine check.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from text2sql.ask.duckdb import DuckdbDatabase
 from text2sql.ask.postgres import PostgresDatabase
 from text2sql.io import DataError
+from text2sql.sql.duckdb import is_duckdb_location
 from text2sql.sql.postgres import is_postgres_url
 from text2sql.sql.sqlite import MAX_RESULT_BYTES, ExecResult
 
@@ -135,14 +138,18 @@ def open_database(location: str | Path, schemas: Sequence[str] = ("public",), *,
                   name: str | None = None, pool_size: int = 0,
                   setting: str = "--db", allow_writable_role: bool = False) -> Database:
     """A PostgreSQL database for a ``postgresql://`` URL (reading ``schemas``; ``pool_size``
-    pooled connections; a role that can write refused unless ``allow_writable_role``), else
-    the SQLite file at ``location``; ``setting`` is named in the error when the file does not
-    exist."""
+    pooled connections; a role that can write refused unless ``allow_writable_role``); DuckDB
+    for a .duckdb/.ddb file, a CSV or Parquet file, a glob or a folder of them (one table per
+    file); else the SQLite file at ``location``. ``setting`` is named in the error when there
+    is nothing there."""
     if is_postgres_url(str(location)):
         return PostgresDatabase(str(location), schemas, name=name, pool_size=pool_size,
                                 allow_writable_role=allow_writable_role)
+    if is_duckdb_location(location):
+        return DuckdbDatabase(location, name=name, setting=setting)
     path = Path(location)
     if not path.is_file():
         raise DataError(f"{path}: SQLite file not found ({setting}); a PostgreSQL database is "
-                        "given as postgresql://user@host/db")
+                        "given as postgresql://user@host/db, DuckDB as a .duckdb file, CSV "
+                        "and Parquet files as a folder or a glob ('sales/*.parquet')")
     return SqliteDatabase(path, name)

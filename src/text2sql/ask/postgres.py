@@ -40,12 +40,9 @@ from text2sql.sql.postgres import (
 from text2sql.sql.schema import Column, ForeignKey, Schema, Table, quote_identifier
 from text2sql.sql.sqlite import (
     MAX_RESULT_BYTES,
-    NOT_READ_ONLY,
-    PARSE_ERROR,
     TIMEOUT,
     TOO_LARGE,
     ExecResult,
-    check_read_only_query,
     fetch_bounded,
 )
 
@@ -214,32 +211,18 @@ class PostgresDatabase:
 
     def shown(self, sql: str) -> str:
         """:meth:`translate`'s SQL, or a note saying why there is none (for display)."""
-        from text2sql.sql.dialect import CannotTranslate
+        from text2sql.sql.dialect import shown_or_why
 
-        try:
-            return self.translate(sql)
-        except CannotTranslate as e:
-            return f"(cannot translate: {e})"
+        return shown_or_why(sql, self.translate)
 
     def run(self, sql: str, *, timeout_s: float = 5.0, max_rows: int = 10000,
             max_bytes: int = MAX_RESULT_BYTES) -> ExecResult:
         """Run one SQLite SELECT/WITH query, translated, read-only and bounded (module doc)."""
-        from text2sql.sql.dialect import CannotTranslate
-        from text2sql.sql.parse import MAX_BARE_JOINS, too_hard_to_parse
+        from text2sql.sql.dialect import guarded_translation
 
-        kind, message = check_read_only_query(sql)
-        if kind is not None:
-            return ExecResult(None, kind, message)
-        if too_hard_to_parse(sql):  # sqlglot would take hours to translate it
-            return ExecResult(None, PARSE_ERROR, f"more than {MAX_BARE_JOINS} JOINs in a row "
-                              "without ON")
-        try:
-            pg_sql = self.translate(sql)
-        except CannotTranslate as e:
-            return ExecResult(None, PARSE_ERROR, f"sqlglot cannot translate it to PostgreSQL: {e}")
-        why = beyond_reading(pg_sql)
-        if why is not None:
-            return ExecResult(None, NOT_READ_ONLY, why)
+        pg_sql = guarded_translation(sql, self.translate, beyond_reading, "PostgreSQL")
+        if isinstance(pg_sql, ExecResult):
+            return pg_sql
         return self.execute(pg_sql, timeout_s=timeout_s, max_rows=max_rows, max_bytes=max_bytes)
 
     def vote(self, candidates: Sequence[Candidate], *, timeout_s: float, max_rows: int,

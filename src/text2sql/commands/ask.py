@@ -1,5 +1,5 @@
-"""``text2sql ask``: a question in plain words against any SQLite file or PostgreSQL database,
-answered as a table."""
+"""``text2sql ask``: a question in plain words against any SQLite file, PostgreSQL database,
+DuckDB file or folder of CSV/Parquet files, answered as a table."""
 
 from __future__ import annotations
 
@@ -44,6 +44,13 @@ error) and runs in a read-only transaction that is rolled back, under
 statement_timeout, with the same single-query check and caps; calls of server
 functions with side effects (pg_*, set_config, nextval, dblink, ...) are refused.
 Connect as a role with SELECT rights only (see docs/postgresql.md).
+
+On DuckDB (--db shop.duckdb, or a folder or glob of CSV/Parquet files, one
+table per file, named after it) the SQL is translated with sqlglot too and runs
+in a worker process: the file opened read-only (files: views of an in-memory
+database), under DuckDB's memory limit, with file access and settings locked,
+interrupted at --timeout; calls that reach files or settings (read_csv,
+read_parquet, current_setting, getenv, ...) are refused.
 """
 
 EPILOG = """\
@@ -54,6 +61,9 @@ examples:
   text2sql ask --backend llama.cpp --model models/export/model-q4_k_m.gguf --db shop.db "..."
   text2sql ask --db shop.db --sql "SELECT count(*) FROM orders"   # run your own SQL, same checks
   text2sql ask --db postgresql://reader@localhost/shop "Who bought the most?"
+  text2sql ask --db shop.duckdb "Who bought the most?"
+  text2sql ask --db exports/ "Total sales per region"          # exports/*.csv, *.parquet
+  text2sql ask --db 'exports/2024-*.parquet' "Total sales per region"
   PGHOST=db.example PGUSER=reader PGDATABASE=shop text2sql ask --db postgresql:// "..."
 
 exit status: 0 answered; 1 the query failed (error shown); 2 bad arguments or
@@ -69,15 +79,16 @@ def register(subparsers: Any) -> None:
     from text2sql.commands.predict import add_backend_arguments
 
     p = subparsers.add_parser(
-        "ask", help="ask a question of a SQLite file or a PostgreSQL database; see the SQL "
-                    "and the result table",
+        "ask", help="ask a question of a SQLite, PostgreSQL or DuckDB database (or CSV/Parquet "
+                    "files); see the SQL and the result table",
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("question", nargs="?", help="the question, in quotes (not needed with --sql)")
-    p.add_argument("--db", required=True, metavar="FILE|URL",
-                   help="the SQLite file to ask (never modified), or a PostgreSQL URL "
+    p.add_argument("--db", required=True, metavar="FILE|DIR|URL",
+                   help="the SQLite file to ask (never modified), a PostgreSQL URL "
                         "(postgresql://user@host:port/db; libpq's PGHOST, PGUSER, PGPASSWORD, "
-                        "... fill in what it leaves out)")
+                        "... fill in what it leaves out), a DuckDB file (.duckdb, .ddb), or a "
+                        "folder or glob of CSV/Parquet files (one table per file)")
     p.add_argument("--schemas", default="public", metavar="NAMES",
                    help="PostgreSQL only: the schemas to ask about, comma-separated "
                         "(default: %(default)s)")

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from text2sql.sql.schema import Schema
 
 DESCRIPTION = """\
-Talk to a SQLite file or a PostgreSQL database: ask a question, then follow up ("only those from
+Talk to a SQLite file, a PostgreSQL database, a DuckDB file or a folder of CSV
+and Parquet files: ask a question, then follow up ("only those from
 Avonlea", "how many is that?"). Each question's prompt holds the conversation so
 far, as the prepare stage builds it for multi-turn training data: the earlier
 questions and the SQL the model wrote for them, newest kept (at most --history
@@ -34,7 +35,8 @@ question of the conversation.
 Each answer shows the linked tables, the SQL and its result table. The SQL runs
 exactly as in `text2sql ask`: read-only, a single SELECT/WITH query, with
 --timeout, --max-rows and --max-bytes (on PostgreSQL: translated from SQLite's
-dialect, in a read-only transaction that is rolled back).
+dialect, in a read-only transaction that is rolled back; on DuckDB: translated,
+the file opened read-only, DuckDB's memory limit, no file access).
 
 Commands: /sql shows the last query, /reset starts a new conversation, /help,
 /quit (or end of input). Questions are read one per line, from the terminal or
@@ -58,9 +60,10 @@ def register(subparsers: Any) -> None:
         "chat", help="a conversation with any SQLite file: follow-up questions, SQL and tables",
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--db", required=True, metavar="FILE|URL",
-                   help="the SQLite file or PostgreSQL URL (postgresql://user@host/db) to talk "
-                        "to (never modified)")
+    p.add_argument("--db", required=True, metavar="FILE|DIR|URL",
+                   help="the SQLite file, PostgreSQL URL (postgresql://user@host/db), DuckDB "
+                        "file (.duckdb), or folder or glob of CSV/Parquet files (one table per "
+                        "file) to talk to (never modified)")
     p.add_argument("--schemas", default="public", metavar="NAMES",
                    help="PostgreSQL: comma-separated schemas to read (default: %(default)s)")
     p.add_argument("--allow-writable-role", action="store_true",

@@ -8,9 +8,11 @@ it translated, and run it translated on PostgreSQL (:mod:`text2sql.sql.postgres`
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from text2sql.io import DataError
+from text2sql.sql.sqlite import NOT_READ_ONLY, PARSE_ERROR, ExecResult, check_read_only_query
 
 
 class CannotTranslate(ValueError):
@@ -38,6 +40,38 @@ def translate(sql: str, dialect: str) -> str:
         return ";\n".join(sqlglot.transpile(sql, read="sqlite", write=dialect, pretty=False))
     except sqlglot.errors.SqlglotError as e:
         raise CannotTranslate(re.sub(r"\x1b\[[0-9;]*m", "", str(e).splitlines()[0])) from None
+
+
+def shown_or_why(sql: str, translate: Callable[[str], str]) -> str:
+    """``translate(sql)``, or a note saying why there is none (for display)."""
+    try:
+        return translate(sql)
+    except CannotTranslate as e:
+        return f"(cannot translate: {e})"
+
+
+def guarded_translation(sql: str, translate: Callable[[str], str],
+                        beyond_reading: Callable[[str], str | None],
+                        engine: str) -> str | ExecResult:
+    """The SQL a server-side engine runs for SQLite ``sql``, or the :class:`ExecResult`
+    refusing it: one SELECT/WITH query, not too hard to parse, ``translate``-able, and
+    nothing ``beyond_reading`` (the engine's own list of functions with side effects)."""
+    from text2sql.sql.parse import MAX_BARE_JOINS, too_hard_to_parse
+
+    kind, message = check_read_only_query(sql)
+    if kind is not None:
+        return ExecResult(None, kind, message)
+    if too_hard_to_parse(sql):  # sqlglot would take hours to translate it
+        return ExecResult(None, PARSE_ERROR, f"more than {MAX_BARE_JOINS} JOINs in a row "
+                          "without ON")
+    try:
+        translated = translate(sql)
+    except CannotTranslate as e:
+        return ExecResult(None, PARSE_ERROR, f"sqlglot cannot translate it to {engine}: {e}")
+    why = beyond_reading(translated)
+    if why is not None:
+        return ExecResult(None, NOT_READ_ONLY, why)
+    return translated
 
 
 def transpile(sql: str, dialect: str) -> str:
