@@ -209,18 +209,24 @@ def test_serve_answers_over_duckdb_and_parquet(files, school_file, tmp_path, rep
 
     shutil.copy(school_file, tmp_path / "school.duckdb")
     shutil.copy(files / "students.parquet", tmp_path / "students.parquet")
+    shutil.copytree(files, tmp_path / "files")
     listing = tmp_path / "databases.yaml"
-    listing.write_text("school: school.duckdb\nstudents: students.parquet\n")
+    listing.write_text("school: school.duckdb\nstudents: students.parquet\n"
+                       "folder: files\nglob: files/*.parquet\n")
     before = sha256s(tmp_path)
     srv = start_server(listing, ["--no-model", "--timeout", "1"], repo_root)
     try:
         status, body = srv.call("GET", "/v1/databases")
         assert status == 200 and {d["name"]: d["engine"] for d in body["databases"]} == {
-            "school": "duckdb", "students": "duckdb"}
+            "school": "duckdb", "students": "duckdb", "folder": "duckdb", "glob": "duckdb"}
+        status, schema = srv.call("GET", "/v1/databases/folder/schema")
+        assert status == 200 and "grades" in [t["name"] for t in schema["tables"]]
+        status, schema = srv.call("GET", "/v1/databases/glob/schema")
+        assert status == 200 and "grades" not in [t["name"] for t in schema["tables"]]
         status, schema = srv.call("GET", "/v1/databases/students/schema")
         assert status == 200 and [t["name"] for t in schema["tables"]] == ["students"]
         sql = "SELECT name FROM students WHERE year = 4 ORDER BY name LIMIT 3"
-        for db in ("school", "students"):
+        for db in ("school", "students", "folder", "glob"):
             status, a = srv.post("/v1/sql", {"db": db, "sql": sql})
             assert status == 200 and a["error_kind"] is None and len(a["rows"]) == 3, a
         status, a = srv.post("/v1/sql", {"db": "school", "sql": "DELETE FROM students"})

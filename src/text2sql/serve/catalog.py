@@ -15,6 +15,7 @@ from text2sql.ask.database import Database, SqliteDatabase, open_database
 from text2sql.ask.questions import question_databases
 from text2sql.io import DataError
 from text2sql.sql.postgres import is_postgres_url
+from text2sql.sql.duckdb import is_duckdb_location
 from text2sql.sql.schema import SQLITE_SUFFIXES, find_database
 
 if TYPE_CHECKING:
@@ -59,9 +60,10 @@ def read_database_list(path: Path, pool_size: int = 4, allow_writable_role: bool
         location: str | Path = os.path.expandvars(url)
         if not is_postgres_url(url):
             location = path.parent / url
-            if not location.is_file():
-                raise DataError(f"{where}: {location}: SQLite file not found (a path relative "
-                                f"to {path.name}, or a postgresql:// URL)")
+            if not location.is_file() and not is_duckdb_location(location):
+                raise DataError(f"{where}: {location}: no SQLite or DuckDB file, CSV/Parquet "
+                                f"file, folder or glob there (a path relative to {path.name}, "
+                                "or a postgresql:// URL)")
         found[name] = open_database(location, [str(s) for s in schemas], name=name,
                                     pool_size=pool_size, allow_writable_role=allow_writable_role)
     return found
