@@ -98,31 +98,52 @@ def register(subparsers: Any) -> None:
     add_adapter_argument(p)
     add_backend_arguments(p)
     add_run_arguments(p)
+    add_model_arguments(p)
+    p.add_argument("--sql", metavar="SQL",
+                   help="skip the model and run this SQL (with the same read-only checks)")
+    p.set_defaults(func=run)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """``--num-samples``, ``--max-new-tokens`` and ``--params``, which :func:`load_model`
+    reads; shared by ``ask`` and ``mcp``."""
     p.add_argument("--num-samples", type=int, default=None, metavar="N",
                    help="sample N queries and vote by result (default: infer.num_samples, else 1)")
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
                    help="longest answer in tokens (default: infer.max_new_tokens)")
-    p.add_argument("--sql", metavar="SQL",
-                   help="skip the model and run this SQL (with the same read-only checks)")
     p.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="FILE",
                    help="prepare: and infer: settings to use when the file exists "
                         "(default: %(default)s)")
-    p.set_defaults(func=run)
+
+
+def add_limit_arguments(p: argparse.ArgumentParser, *, max_rows: int = 100) -> None:
+    """How a query is limited (``--timeout``, ``--max-rows``, ``--max-bytes``), which
+    :func:`limits_of` reads and :func:`check_limits` checks; shared by ``ask``, ``chat``
+    and ``mcp``."""
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="stop a query after this long (default: %(default)s)")
+    p.add_argument("--max-rows", type=int, default=max_rows, metavar="N",
+                   help="fetch at most N rows per answer (default: %(default)s)")
+    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, metavar="N",
+                   help="stop a result holding more than N bytes of values (default: %(default)s)")
+
+
+def check_limits(args: argparse.Namespace) -> None:
+    """Refuse a ``--timeout``, ``--max-rows`` or ``--max-bytes`` that allows nothing."""
+    from text2sql.io import DataError
+
+    if args.timeout <= 0 or args.max_rows < 1 or args.max_bytes < 1:
+        raise DataError("--timeout must be > 0, --max-rows and --max-bytes at least 1")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The options :func:`check_limits_and_schema`, :func:`limits_of` and :func:`show_answer`
-    read: how a query is shown (``--dialect``, ``--width``) and limited (``--timeout``,
-    ``--max-rows``, ``--max-bytes``); shared by ``ask`` and ``chat``."""
+    read: how a query is shown (``--dialect``, ``--width``) and limited
+    (:func:`add_limit_arguments`); shared by ``ask`` and ``chat``."""
     p.add_argument("--dialect", metavar="NAME",
                    help="also show the SQL translated to this sqlglot dialect "
                         "(postgres, mysql, duckdb, bigquery, snowflake, tsql, ...)")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="stop a query after this long (default: %(default)s)")
-    p.add_argument("--max-rows", type=int, default=100, metavar="N",
-                   help="fetch and print at most N rows (default: %(default)s)")
-    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, metavar="N",
-                   help="stop a result holding more than N bytes of values (default: %(default)s)")
+    add_limit_arguments(p)
     p.add_argument("--width", type=int, default=80, metavar="CHARS",
                    help="cut longer values in the table to this many characters "
                         "(default: %(default)s)")
@@ -137,9 +158,9 @@ def check_limits_and_schema(args: argparse.Namespace) -> tuple[Database, Schema]
 
     if args.dialect:
         check_dialect(args.dialect)
-    if args.timeout <= 0 or args.max_rows < 1 or args.max_bytes < 1 or args.width < 8:
-        raise DataError("--timeout must be > 0, --max-rows and --max-bytes at least 1, "
-                        "--width at least 8")
+    check_limits(args)
+    if args.width < 8:
+        raise DataError("--width must be at least 8")
     schemas = getattr(args, "schemas", "public")
     db = open_database(str(args.db), [s.strip() for s in schemas.split(",") if s.strip()],
                        allow_writable_role=getattr(args, "allow_writable_role", False))

@@ -41,7 +41,9 @@ client configuration: docs/serving.md (MCP).
 
 
 def register(subparsers: Any) -> None:
+    from text2sql.commands.ask import add_limit_arguments, add_model_arguments
     from text2sql.commands.predict import add_backend_arguments
+    from text2sql.commands.serve import add_key_arguments
 
     p = subparsers.add_parser(
         "mcp", help="an MCP server (stdio or HTTP): tools to list, describe, ask and query "
@@ -64,29 +66,13 @@ def register(subparsers: Any) -> None:
                    help="HTTP: address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8001, help="HTTP: port (default: %(default)s)")
     p.add_argument("--path", default="/mcp", help="HTTP: the endpoint (default: %(default)s)")
-    p.add_argument("--api-key", action="append", default=[], metavar="KEY",
-                   help="HTTP: a key clients must send as `Authorization: Bearer KEY` "
-                        "(repeatable; also TEXT2SQL_API_KEYS)")
-    p.add_argument("--allow-no-key", action="store_true",
-                   help="HTTP: listen beyond loopback without a key (a trusted network only)")
+    add_key_arguments(p, "HTTP: ")
     add_adapter_argument(p)
     add_backend_arguments(p)
     p.add_argument("--no-model", action="store_true",
                    help="load no model: ask_question is refused, run_sql works")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="FILE",
-                   help="prepare: and infer: settings to use when the file exists "
-                        "(default: %(default)s)")
-    p.add_argument("--num-samples", type=int, default=None, metavar="N",
-                   help="sample N queries and vote by result (default: infer.num_samples)")
-    p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
-                   help="longest answer in tokens (default: infer.max_new_tokens)")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="stop a query after this long (default: %(default)s)")
-    p.add_argument("--max-rows", type=int, default=1000, metavar="N",
-                   help="rows per answer at most (default: %(default)s)")
-    p.add_argument("--max-bytes", type=int, default=16 * 2**20, metavar="N",
-                   help="stop a result holding more than N bytes of values "
-                        "(default: %(default)s)")
+    add_model_arguments(p)
+    add_limit_arguments(p, max_rows=1000)
     p.add_argument("--log-level", default="warning",
                    choices=("critical", "error", "warning", "info", "debug"),
                    help="HTTP: uvicorn's log level (default: %(default)s)")
@@ -118,14 +104,13 @@ def open_databases(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from text2sql.ask.pipeline import Limits
     from text2sql.ask.questions import prepare_settings
+    from text2sql.commands.ask import check_limits, limits_of
     from text2sql.io import DataError
     from text2sql.mcp_server.server import Answerer, build_server, http_app
     from text2sql.runtime.keys import check_bind, load_keys
 
-    if args.timeout <= 0 or args.max_rows < 1 or args.max_bytes < 1:
-        raise DataError("--timeout must be > 0, --max-rows and --max-bytes at least 1")
+    check_limits(args)
     keys = load_keys(args.api_key)
     if args.transport == "http":
         check_bind(args.host, keys, allow_open=args.allow_no_key)
@@ -133,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("--api-key is for --transport http (over stdio the client starts "
                         "the server itself)")
     databases = open_databases(args)
-    answerer = Answerer(databases, Limits(args.timeout, args.max_rows, args.max_bytes),
-                        prepare_settings(args.params))
+    answerer = Answerer(databases, limits_of(args), prepare_settings(args.params))
     if not args.no_model:
         from text2sql.commands.ask import load_model
 

@@ -80,11 +80,7 @@ def register(subparsers: Any) -> None:
                    help="questions generated together at most (default: %(default)s)")
     p.add_argument("--max-body-kb", type=int, default=64, metavar="KB",
                    help="largest request body (default: %(default)s KB; larger: 413)")
-    p.add_argument("--api-key", action="append", default=[], metavar="KEY",
-                   help="accept this API key as `Authorization: Bearer KEY` (repeatable; "
-                        "also TEXT2SQL_API_KEYS, which keeps keys out of the process list)")
-    p.add_argument("--allow-no-key", action="store_true",
-                   help="listen beyond this machine (--host) without an API key")
+    add_key_arguments(p)
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="let pages of this origin call the API from a browser "
                         "(https://chat.example; repeatable; default: none)")
@@ -95,6 +91,19 @@ def register(subparsers: Any) -> None:
                    choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn's log level (default: %(default)s)")
     p.set_defaults(func=run)
+
+
+def add_key_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """``--api-key`` (repeatable) and ``--allow-no-key``, read by
+    :func:`text2sql.runtime.keys.load_keys` and ``check_bind``; shared by ``serve`` and
+    ``mcp`` (``prefix``: ``"HTTP: "`` where only one transport uses them)."""
+    p.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                   help=f"{prefix}accept this API key as `Authorization: Bearer KEY` "
+                        "(repeatable; also TEXT2SQL_API_KEYS, which keeps keys out of the "
+                        "process list)")
+    p.add_argument("--allow-no-key", action="store_true",
+                   help=f"{prefix}listen beyond this machine (--host) without an API key "
+                        "(a trusted network only)")
 
 
 def run(args: argparse.Namespace) -> int:
