@@ -404,9 +404,13 @@ def test_grpo_reference_with_unsloths_trainer(tiny_adapter, prepared_rows, repo_
 
     rows_file, out_file = tmp_path / "rows.json", tmp_path / "scored.json"
     rows_file.write_text(json.dumps(_in_repo(prepared_rows["train"][:2], repo_root)))
-    env = {**os.environ, "UNSLOTH_COMPILE_LOCATION": str(tmp_path / "compiled"),
-           "PYTHONPATH": os.pathsep.join([str(repo_root / "src"), str(repo_root),
-                                          os.environ.get("PYTHONPATH", "")])}
+    # As on a CI runner (CI set), where torch makes its custom-op aliasing check an error,
+    # and without the setting pytest's own process got from configure_unsloth_environment:
+    # the script's own call must make it
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_ERROR_ON_CUSTOM_OP_ALIASING"}
+    env.update({"CI": "true", "UNSLOTH_COMPILE_LOCATION": str(tmp_path / "compiled"),
+                "PYTHONPATH": os.pathsep.join([str(repo_root / "src"), str(repo_root),
+                                               os.environ.get("PYTHONPATH", "")])})
     done = subprocess.run([sys.executable, str(repo_root / "tests/unsloth_grpo_reference.py"),
                            str(tiny_adapter), str(rows_file), str(out_file)],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)

@@ -168,3 +168,28 @@ def test_unsloths_varlen_gate_is_the_one_the_probe_mirrors(unsloth_dispatch):
     gate = inspect.getsource(unsloth_dispatch._torch_varlen_takes)
     assert "return not torch.are_deterministic_algorithms_enabled()" in gate
     assert "torch.cuda.get_device_capability(Q.device)[0] < 8" in gate
+
+
+@pytest.mark.parametrize("torch_first", [True, False])
+@pytest.mark.parametrize("user_setting", [None, "1"])
+def test_a_ci_runner_keeps_torchs_custom_op_aliasing_check_a_warning(torch_first, user_setting):
+    """With CI set, torch makes its first-call custom-op aliasing check an error, which its own
+    ``inductor::_alloc_from_pool`` (Unsloth's memory-planned kernels) fails: the Unsloth settings
+    keep it the warning it is elsewhere, whether torch was imported before or after, and leave
+    a value the user set alone."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_ERROR_ON_CUSTOM_OP_ALIASING"}
+    env["CI"] = "true"
+    if user_setting is not None:
+        env["TORCHINDUCTOR_ERROR_ON_CUSTOM_OP_ALIASING"] = user_setting
+    code = ("import torch._functorch.config\n" if torch_first else "") + (
+        "from text2sql.modeling.lora import configure_unsloth_environment\n"
+        "configure_unsloth_environment()\n"
+        "import torch._functorch.config as c\n"
+        "print(c.error_on_custom_op_aliasing)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == ("True" if user_setting == "1" else "False")

@@ -8,6 +8,7 @@ which would pick bfloat16 on a CPU with bf16 instructions) and attach LoRA adapt
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,25 @@ def configure_unsloth_environment() -> None:
     - ``UNSLOTH_COMPILE_LOCATION``: its generated modules go to ``.cache/unsloth/compiled``
       (ignored), not to ``unsloth_compiled_cache/`` in the working directory. A location
       the user set is kept.
+    - Custom-op aliasing is a warning, as torch has it by default, even where ``CI`` is set.
+      Unsloth compiles with Inductor's ``memory_planning`` (unsloth_zoo
+      temporary_patches/common.py, ``get_torch_compile_options``), whose generated code takes
+      its buffers from a pool through ``torch.ops.inductor._alloc_from_pool`` (a view of the
+      pool, by design). On a compiled function's first call, AOTAutograd checks that no
+      custom op returns an alias of its input (torch/_functorch/_aot_autograd/
+      runtime_wrappers.py, ``_AnalyzeCustomOpInputOutputMode``) and raises instead of
+      warning when ``error_on_custom_op_aliasing`` is on, whose default is
+      ``bool(os.getenv("CI"))`` (torch/_functorch/config.py): a CI runner, GitHub Actions
+      among them, then dies on torch's own op. ``TORCHINDUCTOR_ERROR_ON_CUSTOM_OP_ALIASING``,
+      when the user set it, still decides.
     """
     os.environ["UNSLOTH_CPU_BF16"] = "0"
     os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", str((UNSLOTH_CACHE_DIR / "compiled").resolve()))
+    if "TORCHINDUCTOR_ERROR_ON_CUSTOM_OP_ALIASING" not in os.environ:
+        os.environ["TORCHINDUCTOR_ERROR_ON_CUSTOM_OP_ALIASING"] = "0"  # read when torch imports
+        functorch_config = sys.modules.get("torch._functorch.config")
+        if functorch_config is not None:  # torch came first: its setting was read already
+            functorch_config.error_on_custom_op_aliasing = False
 
 
 def has_cuda() -> bool:
