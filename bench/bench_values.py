@@ -4,8 +4,8 @@
     python bench/bench_values.py /path/to/spider --limit 2000
 
 Runs the prepare core (``prepare_examples``, the stage's code) over one split once per
-configuration, side by side in one run: ``prepare.value_retrieval`` exact (the default) and
-fuzzy, and the M-Schema format with each. For the text literals the gold SQL compares a
+configuration, side by side in one run: ``prepare.value_retrieval`` exact and fuzzy (the
+default), and the M-Schema format with each. For the text literals the gold SQL compares a
 column with (``= 'x'``, ``LIKE '%x%'``, ``IN ('x', ...)``; numbers left out) it prints:
 
 - literal recall: share of literals the prompt shows with their exact spelling (the whole
@@ -38,9 +38,9 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_linking import add_split_arguments, load_split  # noqa: E402
 
 CONFIGS: list[tuple[str, PromptOptions]] = [
-    ("exact (default)", PromptOptions()),
-    ("fuzzy", PromptOptions(value_retrieval="fuzzy")),
-    ("mschema, exact", PromptOptions(schema_format="mschema")),
+    ("exact", PromptOptions(value_retrieval="exact")),
+    ("fuzzy (default)", PromptOptions(value_retrieval="fuzzy")),
+    ("mschema, exact", PromptOptions(schema_format="mschema", value_retrieval="exact")),
     ("mschema, fuzzy", PromptOptions(schema_format="mschema", value_retrieval="fuzzy")),
 ]
 

@@ -90,8 +90,8 @@ def test_fuzzy_prompt_adds_hints_after_the_exact_ones():
     name = "Quinn Falk"  # a customer of the sample shop
     assert ("customers", "name", name) in value_index(SHOP).phrases[("quinn", "falk")]
     question = "Which products did the customer Quin Falk order from the kitchen category?"
-    exact = make_prompt(question, schema, SHOP)
-    fuzzy = make_prompt(question, schema, SHOP, options=PromptOptions(value_retrieval="fuzzy"))
+    exact = make_prompt(question, schema, SHOP, options=PromptOptions(value_retrieval="exact"))
+    fuzzy = make_prompt(question, schema, SHOP)  # the default
     assert ("customers", "name", name) in fuzzy.values
     assert ("customers", "name", name) not in exact.values
     assert fuzzy.tables == exact.tables and fuzzy.schema_text == exact.schema_text

@@ -57,7 +57,7 @@ class PrepareParams(Section):
     full_schema_max_tables: int = Field(0, ge=0)
     link_values: bool = True
     value_hints: int = Field(5, ge=0)
-    value_retrieval: ValueRetrieval = "exact"  # how value hints are found
+    value_retrieval: ValueRetrieval = "fuzzy"  # how value hints are found (docs/stages.md)
     sample_rows: int = Field(0, ge=0)
     fk_parents: FkParents = "single"
     max_history_turns: int = Field(5, ge=0)  # earlier turns of a conversation in a prompt

@@ -94,7 +94,7 @@ class PromptOptions:
     fk_parents: str = "single"        # show tables linked ones point to: never | single | always
     max_history_turns: int = 5        # earlier turns of a conversation shown, newest first
     max_history_tokens: int = 400     # ... and at most this many tokens of them (count_tokens)
-    value_retrieval: str = "exact"    # exact (stemmed words) | fuzzy (+ typos, forms, abbreviations)
+    value_retrieval: str = "fuzzy"    # exact (stemmed words) | fuzzy (+ typos, forms, abbreviations)
 
     def __post_init__(self) -> None:
         if self.value_retrieval not in VALUE_RETRIEVAL:
