@@ -61,9 +61,15 @@ SQLITE_HEAP_BYTES = 512 * 2**20  # SQLite's own memory, sorts and temporary tabl
 
 # Statements SQLite knows that are not queries: refused as not read-only. Any other
 # first word (``SELEC``) is a parse error, not an attack.
+# Statements that are not queries: SQLite's, then those of the other engines answered here
+# (DuckDB: COPY, INSTALL, LOAD, SET, EXPORT, ...; PostgreSQL: GRANT, TRUNCATE, LISTEN, ...),
+# refused as not read-only rather than as unparsable.
 STATEMENT_WORDS = frozenset("""ALTER ANALYZE ATTACH BEGIN COMMIT CREATE DELETE DETACH DROP END
     EXPLAIN INSERT PRAGMA REINDEX RELEASE REPLACE ROLLBACK SAVEPOINT UPDATE UPSERT VACUUM
-    VALUES""".split())
+    VALUES
+    CALL CHECKPOINT CLUSTER COMMENT COPY DEALLOCATE DECLARE DISCARD DO EXECUTE EXPORT FORCE
+    GRANT IMPORT INSTALL LISTEN LOAD LOCK MERGE NOTIFY PREPARE REFRESH RESET REVOKE SECURITY
+    SET START TRUNCATE UNLISTEN USE""".split())
 _WRITES = (TokenType.INSERT, TokenType.UPDATE, TokenType.DELETE, TokenType.REPLACE)
 
 _ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
