@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -237,8 +237,10 @@ def _revise(generator: Callable[..., list[Any] | None], rows: Sequence[dict[str,
                 for k, (prompt, gen) in enumerate(zip(prompts, gens, strict=True))]
 
     def run(batch: Sequence[Attempt]) -> list[Any]:
-        return run_queries([(rows[a.question]["db_path"], a.sql) for a in batch],
-                           timeout_s=params.timeout_s, max_rows=params.max_rows, workers=0)
+        results = run_queries([(rows[a.question]["db_path"], a.sql) for a in batch],
+                              timeout_s=params.timeout_s, max_rows=params.max_rows, workers=0)
+        # only whether rows came back counts from here on: hold one, not thousands per candidate
+        return [replace(r, rows=r.rows[:1]) if r.rows else r for r in results]
 
     def generate(conversations: list[list[dict[str, str]]]) -> list[str]:
         out = generator(conversations, batch_size=params.batch_size,
