@@ -3,6 +3,7 @@
     dvc repro infer
     dvc exp run -S infer.batch_size=32
     dvc exp run -S infer.num_samples=5     # self-consistency: sample 5, vote by execution result
+    dvc exp run -S infer.revise_rounds=2   # a failing or empty query is asked again, up to 2 times
     dvc exp run -S infer.load_in_4bit=true # evaluate the base in 4-bit on purpose (CUDA)
     dvc exp run -S infer.history=predicted # conversations: earlier turns show the model's own SQL
     dvc exp run -S infer.num_processes=4   # questions split across 4 processes (torchrun, 4 GPUs)
@@ -10,10 +11,12 @@
 
 Reads the ``infer:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
 ``models/aligned/`` (the align stage's adapter). Writes ``data/predictions/eval.jsonl``
-(id, db_id, question, raw output, extracted sql; with num_samples > 1 also the candidates and votes),
-``metrics/infer.json`` (n, generated tokens, and the base model, precision and 4-bit setting
-the predictions were made with) and, not tracked, ``metrics/runtime/infer.json``
-(sequences/s, generated tokens/s, load and generation seconds).
+(id, db_id, question, raw output, extracted sql; with num_samples > 1 also the candidates and votes;
+with revise_rounds > 0 the follow-up turns each answer took), ``metrics/infer.json`` (n,
+generated tokens, the base model, precision and 4-bit setting the predictions were made with,
+and with revise_rounds > 0 how many candidates were asked again and how many then ran) and,
+not tracked, ``metrics/runtime/infer.json`` (sequences/s, generated tokens/s, load and
+generation seconds).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ def main(params: InferParams) -> None:
                         f"({ADAPTER_DIR}) through transformers; the export stage measures each "
                         "GGUF file's EX (models/export/README.md), and `text2sql predict "
                         "--backend llama.cpp --model FILE.gguf` runs one on any questions")
+    if params.revise_rounds and params.num_processes > 1:
+        raise DataError("infer.revise_rounds > 0 asks failing candidates again in one "
+                        "process: set infer.num_processes=1, or infer.revise_rounds=0")
     if params.history == "predicted" and params.num_processes > 1:
         raise DataError("infer.history=predicted answers a conversation's turns in order, in "
                         "one process: set infer.num_processes=1, or infer.history=gold")
@@ -49,9 +55,9 @@ def main(params: InferParams) -> None:
     from text2sql.runtime.distributed import start_processes
 
     start_processes("infer.num_processes", params.num_processes)
-    from text2sql.inference.predict import check_rows, predict
+    from text2sql.inference.predict import check_rows, predict, runs_candidates
 
-    rows = check_rows(iter_jsonl(EVAL_FILE), EVAL_FILE, need_db=params.num_samples > 1)
+    rows = check_rows(iter_jsonl(EVAL_FILE), EVAL_FILE, need_db=runs_candidates(params))
     predicted = predict(rows, ADAPTER_DIR, params)
     if predicted is None:  # a process other than process 0 of a data-parallel run
         return

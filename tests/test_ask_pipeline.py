@@ -37,9 +37,10 @@ class Writer:
         self.texts, self.logprobs = list(texts), logprobs or [-1.0] * len(texts)
         self.asked: list[tuple[list[dict[str, str]], int]] = []
 
-    def __call__(self, prompt: list[dict[str, str]], num_samples: int) -> Written:
-        self.asked.append((prompt, num_samples))
-        return Written(self.texts[:num_samples], self.logprobs[:num_samples])
+    def __call__(self, prompts: list[list[dict[str, str]]], num_samples: int) -> list[Written]:
+        self.asked += [(prompt, num_samples) for prompt in prompts]
+        return [Written(self.texts[:num_samples], self.logprobs[:num_samples])
+                for _ in prompts]
 
 
 def rows_of(sql: str, db=SCHOOL) -> list[tuple]:

@@ -150,6 +150,8 @@ class InferParams(Section):
     history: Literal["gold", "predicted"] = "gold"
     backend: Literal["hf", "llama.cpp"] = "hf"  # llama.cpp: a GGUF file (predict/ask --model)
     num_processes: int = Field(1, ge=1)  # questions split across processes under torchrun
+    # Self-correction: a candidate that fails or returns no rows is asked again, up to N times
+    revise_rounds: int = Field(0, ge=0)
 
 
 ExportFormat = Literal["merged", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m"]

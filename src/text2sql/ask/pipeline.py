@@ -1,6 +1,8 @@
 """The one road from a question (or given SQL) to an answer, shared by ``ask``, ``chat`` and
-``serve``: prompt, generation, extraction, a vote when there are several samples, the guards,
-and the read-only run on a :class:`~text2sql.ask.database.Database`.
+``serve``: prompt, generation, extraction, self-correction when asked (a failing or empty
+query asked again with the database's error, :mod:`text2sql.inference.revision`), a vote when
+there are several samples, the guards, and the read-only run on a
+:class:`~text2sql.ask.database.Database`.
 
 Generation is passed in as a callable, so each face keeps its own way of running the model
 (a loaded generator, ``serve``'s batching queue) and a guard added here holds for all of them.
@@ -18,6 +20,7 @@ from text2sql.sql.sqlite import EMPTY, MAX_RESULT_BYTES, NOT_READ_ONLY, PARSE_ER
 if TYPE_CHECKING:
     from text2sql.ask.database import Database
     from text2sql.data.prompts import HistoryTurn
+    from text2sql.inference.revision import Attempt, Failure
     from text2sql.params import PrepareParams
     from text2sql.sql.schema import Schema
 
@@ -30,8 +33,9 @@ class Generation(Protocol):
     logprobs: list[float]
 
 
-Generate = Callable[[list[dict[str, str]], int], Generation]
-"""``generate(prompt messages, num_samples)``: the model's texts for one prompt."""
+Generate = Callable[[list[list[dict[str, str]]], int], list[Generation]]
+"""``generate(prompts, num_samples)``: the model's texts for each prompt (a list of chat
+messages), generated together."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class Answer:
     columns: list[str] = field(default_factory=list)
     generate_s: float | None = None
     execute_s: float | None = None
+    revisions: list[Failure] = field(default_factory=list)  # the answers this one replaced
 
     @property
     def ok(self) -> bool:
@@ -146,49 +151,75 @@ def run_sql(db: Database, schema: Schema, sql: str, *, limits: Limits = Limits()
     return out
 
 
-def choose_sql(db: Database, generation: Generation, *, limits: Limits = Limits(),
-               prefer_nonempty: bool = True) -> tuple[str, Tally | None]:
-    """The SQL of a generation: extracted from its one text, or (several samples) the
-    candidate most others agree with by result on ``db``, and how the vote went."""
+def choose_sql(db: Database, candidates: Sequence[Attempt], *, limits: Limits = Limits(),
+               prefer_nonempty: bool = True) -> tuple[int, Tally | None]:
+    """Which candidate answers: the one, or (several samples) the one most others agree with
+    by result on ``db``, and how the vote went."""
     from text2sql.inference.voting import Candidate
-    from text2sql.sql.extract import extract_sql
 
-    texts = generation.texts
-    if len(texts) == 1:
-        return extract_sql(texts[0]), None
-    candidates = [Candidate(t, extract_sql(t), lp)
-                  for t, lp in zip(texts, generation.logprobs, strict=True)]
-    chosen = db.vote(candidates, timeout_s=limits.timeout_s, max_rows=limits.max_rows,
+    if len(candidates) == 1:
+        return 0, None
+    chosen = db.vote([Candidate(c.raw, c.sql, c.logprob) for c in candidates],
+                     timeout_s=limits.timeout_s, max_rows=limits.max_rows,
                      max_bytes=limits.max_bytes, prefer_nonempty=prefer_nonempty)
-    return candidates[chosen.chosen].sql, Tally(len(candidates), chosen.votes, chosen.valid)
+    return chosen.chosen, Tally(len(candidates), chosen.votes, chosen.valid)
+
+
+def candidates_of(prompt: list[dict[str, str]], generation: Generation, db: Database,
+                  generate: Generate | None = None, *, revise_rounds: int = 0,
+                  limits: Limits = Limits()) -> list[Attempt]:
+    """Each text of ``generation`` (the answers to ``prompt``) with its SQL; with
+    ``revise_rounds``, those whose SQL fails or returns no rows on ``db`` asked again through
+    ``generate``, all of a round together (:func:`text2sql.inference.revision.revise`)."""
+    from text2sql.inference.revision import attempts_of, revise
+
+    attempts = attempts_of(0, prompt, generation.texts, generation.logprobs)
+    if revise_rounds:
+        if generate is None:
+            raise ValueError("revising needs the model: pass generate")
+
+        def run(batch: Sequence[Attempt]) -> list[ExecResult]:
+            return [db.run(a.sql, timeout_s=limits.timeout_s, max_rows=limits.max_rows,
+                           max_bytes=limits.max_bytes) for a in batch]
+
+        revise(attempts, rounds=revise_rounds, run=run,
+               generate=lambda prompts: [g.texts[0] for g in generate(prompts, 1)])
+    return attempts
 
 
 def answer_generation(db: Database, schema: Schema, row: dict[str, Any], generation: Generation,
                       *, generate_s: float | None = None, limits: Limits = Limits(),
                       dialects: Sequence[str | None] = (), execute: bool = True,
-                      prefer_nonempty: bool = True) -> Answer:
+                      prefer_nonempty: bool = True, revise_rounds: int = 0,
+                      generate: Generate | None = None) -> Answer:
     """The answer to a prompted ``row`` (:func:`text2sql.ask.questions.prompt_row`) from the
-    model's ``generation``: its SQL chosen, guarded and run."""
-    sql, tally = choose_sql(db, generation, limits=limits, prefer_nonempty=prefer_nonempty)
-    answer = Answer(sql, source="model", tables=list(row["tables"]), vote=tally,
-                    generate_s=generate_s)
-    return run_sql(db, schema, sql, limits=limits, dialects=dialects, execute=execute,
+    model's ``generation``: revised (``revise_rounds`` > 0 and ``execute``, through
+    ``generate``), its SQL chosen, guarded and run."""
+    rounds = revise_rounds if execute else 0  # revising runs the SQL: not when told not to
+    candidates = candidates_of(row["prompt"] if rounds else [], generation, db, generate,
+                               revise_rounds=rounds, limits=limits)
+    chosen, tally = choose_sql(db, candidates, limits=limits, prefer_nonempty=prefer_nonempty)
+    best = candidates[chosen]
+    answer = Answer(best.sql, source="model", tables=list(row["tables"]), vote=tally,
+                    generate_s=generate_s, revisions=list(best.earlier))
+    return run_sql(db, schema, best.sql, limits=limits, dialects=dialects, execute=execute,
                    answer=answer)
 
 
 def answer_question(question: str, db: Database, schema: Schema, generate: Generate, *,
                     settings: PrepareParams, num_samples: int = 1, limits: Limits = Limits(),
                     dialects: Sequence[str | None] = (), execute: bool = True,
-                    prefer_nonempty: bool = True, history: Sequence[HistoryTurn] = ()
-                    ) -> Answer:
+                    prefer_nonempty: bool = True, history: Sequence[HistoryTurn] = (),
+                    revise_rounds: int = 0) -> Answer:
     """A question in plain words answered on ``db``: the prepare stage's prompt (with the
     conversation's ``history``), ``generate``'s ``num_samples`` texts, then
-    :func:`answer_generation`."""
+    :func:`answer_generation` (which asks again up to ``revise_rounds`` times)."""
     from text2sql.ask.questions import prompt_row
 
     row = prompt_row(question, db, schema, settings, history=history)
     t0 = time.perf_counter()
-    generation = generate(row["prompt"], num_samples)
+    [generation] = generate([row["prompt"]], num_samples)
     return answer_generation(db, schema, row, generation, generate_s=time.perf_counter() - t0,
                              limits=limits, dialects=dialects, execute=execute,
-                             prefer_nonempty=prefer_nonempty)
+                             prefer_nonempty=prefer_nonempty, revise_rounds=revise_rounds,
+                             generate=generate)

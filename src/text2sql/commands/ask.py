@@ -30,7 +30,9 @@ What happens, in order:
   3. the fine-tuned adapter, on the 16-bit base it was trained from (4-bit with
      infer.load_in_4bit: true), or a GGUF file through llama.cpp (--backend
      llama.cpp --model FILE.gguf), writes SQL (greedy; with --num-samples N it
-     samples N queries, runs each, and keeps the answer most of them agree on);
+     samples N queries, runs each, and keeps the answer most of them agree on;
+     with --revise-rounds N a query that fails or returns no rows is first asked
+     again, the database's error in a follow-up turn, up to N times);
   4. the SQL is shown (and, with --dialect, also translated with sqlglot);
   5. it runs read-only, in a worker process with a memory limit: the file is
      opened read-only and only one SELECT/WITH query is accepted (anything else
@@ -58,6 +60,7 @@ examples:
   text2sql ask --db school.sqlite "Which students got an A?"
   text2sql ask --db shop.db --dialect postgres "Total sales per month in 2024"
   text2sql ask --db shop.db --num-samples 5 "Who bought the most?"
+  text2sql ask --db shop.db --revise-rounds 2 "Who bought the most?"   # fix failing SQL
   text2sql ask --backend llama.cpp --model models/export/model-q4_k_m.gguf --db shop.db "..."
   text2sql ask --db shop.db --sql "SELECT count(*) FROM orders"   # run your own SQL, same checks
   text2sql ask --db postgresql://reader@localhost/shop "Who bought the most?"
@@ -105,15 +108,42 @@ def register(subparsers: Any) -> None:
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """``--num-samples``, ``--max-new-tokens`` and ``--params``, which :func:`load_model`
-    reads; shared by ``ask`` and ``mcp``."""
+    """``--num-samples``, ``--max-new-tokens``, ``--revise-rounds`` and ``--params``, which
+    :func:`load_model` reads; shared by ``ask`` and ``mcp``."""
     p.add_argument("--num-samples", type=int, default=None, metavar="N",
                    help="sample N queries and vote by result (default: infer.num_samples, else 1)")
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
                    help="longest answer in tokens (default: infer.max_new_tokens)")
+    add_revise_argument(p)
     p.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="FILE",
                    help="prepare: and infer: settings to use when the file exists "
                         "(default: %(default)s)")
+
+
+def add_revise_argument(p: argparse.ArgumentParser) -> None:
+    """``--revise-rounds N``, which :func:`revise_rounds_of` reads; shared by ``ask``,
+    ``chat``, ``mcp`` and ``serve``."""
+    p.add_argument("--revise-rounds", type=rounds, default=None, metavar="N",
+                   help="ask a query that fails or returns no rows again, the database's "
+                        "error in a follow-up turn, up to N times; with several samples, "
+                        "each one before the vote (default: infer.revise_rounds, else 0)")
+
+
+def rounds(text: str) -> int:
+    """A ``--revise-rounds`` value: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 or more rounds")
+    return value
+
+
+def revise_rounds_of(args: argparse.Namespace, infer: InferParams) -> int:
+    """``--revise-rounds``, else ``infer.revise_rounds``."""
+    given = getattr(args, "revise_rounds", None)
+    return infer.revise_rounds if given is None else given
 
 
 def add_limit_arguments(p: argparse.ArgumentParser, *, max_rows: int = 100) -> None:
@@ -195,14 +225,27 @@ def run(args: argparse.Namespace) -> int:
         answer = answer_question(args.question, db, schema, generate,
                                  settings=prepare_settings(args.params), num_samples=n,
                                  limits=limits_of(args), dialects=dialects,
-                                 prefer_nonempty=infer.prefer_nonempty)
+                                 prefer_nonempty=infer.prefer_nonempty,
+                                 revise_rounds=revise_rounds_of(args, infer))
         print(f"tables: {', '.join(answer.tables or [])}", file=out)
+        show_revisions(answer, out)
         seconds = answer.generate_s or 0.0
         note = f"generated in {seconds:.1f} s, model loaded in {load_s:.1f} s" \
             if answer.vote is None else (f"{answer.vote.votes} of {n} samples agree; "
                                          f"{answer.vote.valid} ran; {seconds:.1f} s")
     print(f"SQL ({note}):\n  {indent(answer.sql or '(the model wrote no SQL)')}", file=out)
     return show_answer(answer, args, out)
+
+
+def show_revisions(answer: Answer, out: Any) -> None:
+    """The answers the shown SQL replaced (``--revise-rounds``), and what each got."""
+    from text2sql.inference.revision import NO_ROWS
+
+    for k, earlier in enumerate(answer.revisions, 1):
+        why = "no rows" if earlier.outcome == NO_ROWS else \
+            f"{earlier.message} [{earlier.outcome}]"
+        print(f"revision {k}: asked again after\n  {indent(earlier.sql or '(no SQL)')}\n"
+              f"  -> {why}", file=out)
 
 
 def show_answer(answer: Answer, args: argparse.Namespace, out: Any) -> int:
@@ -256,10 +299,10 @@ def load_model(args: argparse.Namespace) -> tuple[Generate, InferParams, int, fl
     generator, _ = load_generator(model_path(args, infer.backend), infer)
     load_s = time.perf_counter() - t0
 
-    def generate(prompt: list[dict[str, str]], num_samples: int) -> Any:
-        return generator([prompt], batch_size=max(num_samples, 1), max_new_tokens=max_new_tokens,
-                         num_samples=num_samples, temperature=infer.temperature,
-                         seed=infer.seed, progress=False)[0]
+    def generate(prompts: list[list[dict[str, str]]], num_samples: int) -> Any:
+        return generator(prompts, batch_size=max(num_samples, 1) * len(prompts),
+                         max_new_tokens=max_new_tokens, num_samples=num_samples,
+                         temperature=infer.temperature, seed=infer.seed, progress=False)
 
     return generate, infer, n, load_s
 

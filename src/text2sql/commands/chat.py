@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from text2sql.commands import add_adapter_argument, resolve_adapter
 from text2sql.commands.ask import (
+    add_revise_argument,
     add_run_arguments,
     check_limits_and_schema,
     indent,
     limits_of,
+    revise_rounds_of,
     show_answer,
+    show_revisions,
 )
 
 if TYPE_CHECKING:
@@ -32,7 +35,9 @@ questions and the SQL the model wrote for them, newest kept (at most --history
 turns and prepare.max_history_tokens tokens), with the schema linked to every
 question of the conversation.
 
-Each answer shows the linked tables, the SQL and its result table. The SQL runs
+Each answer shows the linked tables, the SQL and its result table (with
+--revise-rounds N, a query that fails or returns no rows is first asked again,
+the database's error in a follow-up turn, up to N times). The SQL runs
 exactly as in `text2sql ask`: read-only, a single SELECT/WITH query, with
 --timeout, --max-rows and --max-bytes (on PostgreSQL: translated from SQLite's
 dialect, in a read-only transaction that is rolled back; on DuckDB: translated,
@@ -75,6 +80,7 @@ def register(subparsers: Any) -> None:
     add_run_arguments(p)
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
                    help="longest answer in tokens (default: infer.max_new_tokens)")
+    add_revise_argument(p)
     p.add_argument("--params", type=Path, default=Path("params.yaml"), metavar="FILE",
                    help="prepare: and infer: settings to use when the file exists "
                         "(default: %(default)s)")
@@ -158,11 +164,10 @@ def converse(conversation: Conversation, args: argparse.Namespace, db: Database,
     from text2sql.ask.pipeline import answer_question
     from text2sql.inference.hf import generate as generate_texts
 
-    def generate(prompt: list[dict[str, str]], num_samples: int) -> Any:
-        [gen] = generate_texts(model, tokenizer, [prompt], batch_size=1,
-                               max_new_tokens=max_new_tokens, num_samples=num_samples,
-                               temperature=infer.temperature, seed=infer.seed, progress=False)
-        return gen
+    def generate(prompts: list[list[dict[str, str]]], num_samples: int) -> Any:
+        return generate_texts(model, tokenizer, prompts, batch_size=len(prompts) * num_samples,
+                              max_new_tokens=max_new_tokens, num_samples=num_samples,
+                              temperature=infer.temperature, seed=infer.seed, progress=False)
 
     for line in read_questions(sys.stdin, out):
         question = line.strip()
@@ -187,9 +192,11 @@ def converse(conversation: Conversation, args: argparse.Namespace, db: Database,
             continue
         answer = answer_question(question, db, schema, generate, settings=settings,
                                  limits=limits_of(args), dialects=[db.dialect, args.dialect],
-                                 history=list(conversation.turns))
+                                 history=list(conversation.turns),
+                                 revise_rounds=revise_rounds_of(args, infer))
         sql = answer.sql
         print(f"tables: {', '.join(answer.tables or [])}", file=out)
+        show_revisions(answer, out)
         print(f"SQL (turn {conversation.asked + 1}, generated in {answer.generate_s or 0.0:.1f} "
               f"s):\n  {indent(sql or '(the model wrote no SQL)')}", file=out)
         show_answer(answer, args, out)

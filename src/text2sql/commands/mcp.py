@@ -120,13 +120,14 @@ def run(args: argparse.Namespace) -> int:
     databases = open_databases(args)
     answerer = Answerer(databases, limits_of(args), prepare_settings(args.params))
     if not args.no_model:
-        from text2sql.commands.ask import load_model
+        from text2sql.commands.ask import load_model, revise_rounds_of
 
         # stdout is the protocol over stdio: what loading prints goes to stderr
         with contextlib.redirect_stdout(sys.stderr):
             generate, infer, n, _ = load_model(args)
         answerer.generate, answerer.num_samples = generate, n
         answerer.prefer_nonempty = infer.prefer_nonempty
+        answerer.revise_rounds = revise_rounds_of(args, infer)
     server = build_server(answerer)
     try:
         if args.transport == "stdio":

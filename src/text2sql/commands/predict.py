@@ -25,7 +25,7 @@ and generation follows the infer: settings (infer.load_in_4bit included), which
 the options below override.
 Each output line holds id, db_id, question, raw (the model's text), sql (the
 query extracted from it) and seconds; with --num-samples N > 1 also the
-candidates and their votes.
+candidates and their votes; with --revise-rounds N the follow-up turns each answer took.
 """
 
 EPILOG = """\
@@ -85,19 +85,21 @@ def register(subparsers: Any) -> None:
                              ("--num-samples", int, "1: greedy; N > 1: sample N, vote by result"),
                              ("--temperature", float, "sampling temperature (N > 1)"),
                              ("--seed", int, "seed of the sampling"),
-                             ("--timeout", float, "seconds per candidate query when voting")):
+                             ("--timeout", float, "seconds per candidate query when voting"),
+                             ("--revise-rounds", int, "ask a failing or empty query again, up "
+                                                      "to N times")):
         p.add_argument(flag, type=kind, default=None, help=f"{what} (default: from infer:)")
     p.set_defaults(func=run)
 
 
 OVERRIDES = {"batch_size": "batch_size", "max_new_tokens": "max_new_tokens",
              "num_samples": "num_samples", "temperature": "temperature", "seed": "seed",
-             "timeout": "timeout_s", "backend": "backend"}
+             "timeout": "timeout_s", "backend": "backend", "revise_rounds": "revise_rounds"}
 
 
 def run(args: argparse.Namespace) -> int:
     from text2sql.ask.questions import prepare_settings, rows_from_questions
-    from text2sql.inference.predict import check_rows, predict
+    from text2sql.inference.predict import check_rows, predict, runs_candidates
     from text2sql.io import iter_jsonl, write_json, write_jsonl
     from text2sql.params import InferParams, load_params, parse_section
 
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                            "command-line options")
     numbered = rows_from_questions(iter_jsonl(args.input), args.input, args.db,
                                    prepare_settings(args.params))
-    rows = check_rows(numbered, args.input, need_db=params.num_samples > 1)
+    rows = check_rows(numbered, args.input, need_db=runs_candidates(params))
     predictions, metrics = predict(rows, model_path(args, params.backend), params)
     write_jsonl(args.output, predictions)
     if args.metrics:

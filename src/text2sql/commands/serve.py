@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from text2sql.commands import ADAPTER_CONFIG, add_adapter_argument, resolve_adapter
+from text2sql.commands.ask import add_revise_argument
 
 DESCRIPTION = """\
 Serve a folder of SQLite databases: an HTTP API (JSON, OpenAI-compatible chat
@@ -18,7 +19,9 @@ Every question goes the way of `text2sql ask`: schema linking, the prepare
 stage's prompt, the adapter, SQL extraction, then the read-only runner (one
 SELECT/WITH query, the file opened read-only, a time limit, a row cap).
 The model loads once; questions are queued and those waiting together are
-generated as one batch; queries run in a pool of --sql-workers threads.
+generated as one batch; queries run in a pool of --sql-workers threads. With
+--revise-rounds N a query that fails or returns no rows is asked again, the
+database's error in a follow-up turn, up to N times (the answer lists them).
 Databases are served by name only (<folder>/<db>/<db>.sqlite or
 <folder>/<db>.sqlite): anything else is a 404. With --databases FILE.yaml,
 the names map to SQLite files or PostgreSQL URLs:
@@ -78,6 +81,7 @@ def register(subparsers: Any) -> None:
                    help="requests in flight before new ones get 429 (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=8, metavar="N",
                    help="questions generated together at most (default: %(default)s)")
+    add_revise_argument(p)
     p.add_argument("--max-body-kb", type=int, default=64, metavar="KB",
                    help="largest request body (default: %(default)s KB; larger: 413)")
     add_key_arguments(p)
@@ -129,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         params=args.params, timeout_s=args.timeout, max_rows=args.max_rows,
         sql_workers=args.sql_workers, max_pending=args.max_pending, max_batch=args.max_batch,
         max_body_bytes=args.max_body_kb * 1024, api_keys=keys,
-        cors_origins=tuple(args.cors_origin), allow_writable_role=args.allow_writable_role)
+        cors_origins=tuple(args.cors_origin), allow_writable_role=args.allow_writable_role,
+        revise_rounds=args.revise_rounds)
     app = create_app(settings)
     print(f"text2sql serve: http://{args.host}:{args.port} (page), "
           f"http://{args.host}:{args.port}/docs (API); Ctrl-C stops", flush=True)

@@ -9,16 +9,28 @@ Multi-turn rows (with ``conversation``, ``turn`` and ``history``) are predicted 
 their earlier turns' SQL as the data gives it (``infer.history: gold``, as SParC's
 evaluation does) or as the model wrote it (``predicted``): then turn 0 of every
 conversation is generated first, then turn 1 with those answers in its prompt, and so on.
+
+With ``infer.revise_rounds`` = R > 0 every candidate whose SQL fails or returns no rows is
+asked again, up to R times, before any vote (:mod:`text2sql.inference.revision`); the record
+then says how many follow-up turns its answer took and what the earlier answers got.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from text2sql.inference.revision import (
+    Attempt,
+    RevisionTally,
+    attempts_of,
+    revise,
+    revision_metrics,
+)
 from text2sql.inference.voting import Candidate, choose_all
 from text2sql.io import DataError
 from text2sql.params import InferParams
@@ -45,8 +57,9 @@ def check_rows(numbered: Iterable[tuple[int, dict[str, Any]]], source: str | Pat
             db = row.get("db_path")
             if not db:
                 raise DataError(f"{source}:{lineno}: db_path is empty, but infer.num_samples > 1 "
-                                "votes by executing candidates on the example's SQLite file "
-                                "(set infer.num_samples=1, or use a source with databases)")
+                                "and infer.revise_rounds > 0 run candidates on the example's "
+                                "SQLite file (set infer.num_samples=1 and infer.revise_rounds=0, "
+                                "or use a source with databases)")
             if not Path(db).is_file():
                 raise DataError(f"{source}:{lineno}: db_path {db!r}: SQLite file not found "
                                 "(run from the repository root, or rerun the prepare stage)")
@@ -54,6 +67,11 @@ def check_rows(numbered: Iterable[tuple[int, dict[str, Any]]], source: str | Pat
     if not rows:
         raise DataError(f"{source}: no examples to predict")
     return rows
+
+
+def runs_candidates(params: InferParams) -> bool:
+    """Whether inference runs candidates on each example's database (to vote, to revise)."""
+    return params.num_samples > 1 or params.revise_rounds > 0
 
 
 def predict(rows: Sequence[dict[str, Any]], model_path: str | Path, params: InferParams, *,
@@ -121,26 +139,37 @@ def predict_with_generator(generator: Callable[..., list[Any] | None],
                            ) -> tuple[list[dict[str, Any]], dict[str, float]] | None:
     """Generate with ``generator`` (see :func:`load_generator`), extract and (N > 1) vote;
     None in a data-parallel process other than process 0."""
+    from text2sql.runtime.distributed import rank_and_size
+
+    if params.revise_rounds and rank_and_size()[1] > 1:
+        raise DataError("infer.revise_rounds > 0 asks failing candidates again in one "
+                        "process: set infer.num_processes=1, or infer.revise_rounds=0")
     start = time.perf_counter()
     multi_turn = any("turn" in r for r in rows)
     history_mode = getattr(params, "history", "gold")
     used: list[list[str] | None] = [None] * len(rows)
     with_gold = 0
+    revised = Revised([None] * len(rows)) if params.revise_rounds else None
     if multi_turn and history_mode == "predicted":
-        gens, used, with_gold = _generate_turn_by_turn(generator, rows, params,
+        gens, used, with_gold = _generate_turn_by_turn(generator, rows, params, revised,
                                                        progress=progress)
     else:
         gens = generator([r["prompt"] for r in rows], batch_size=params.batch_size,
                          max_new_tokens=params.max_new_tokens, num_samples=params.num_samples,
                          temperature=params.temperature, seed=params.seed, progress=progress)
+        if gens is not None and revised is not None:
+            _revise(generator, rows, [r["prompt"] for r in rows], gens, params, revised,
+                    range(len(rows)), progress=progress)
     if gens is None:
         return None
-    generate_s = time.perf_counter() - start
+    generate_s = time.perf_counter() - start - (revised.seconds if revised else 0.0)
     records = []
-    for row, gen, history_sql in zip(rows, gens, used, strict=True):
+    for k, (row, gen, history_sql) in enumerate(zip(rows, gens, used, strict=True)):
         records.append({"id": row["id"], "db_id": row["db_id"], "question": row["question"],
                         "raw": gen.texts[0], "sql": extract_sql(gen.texts[0]),
                         "seconds": round(gen.seconds, 4)})
+        if revised is not None:
+            records[-1].update(revised.record(revised.of(k)[0]))
         if history_sql is not None:
             records[-1]["history_sql"] = history_sql  # the earlier SQL its prompt showed
     n, n_seq = len(records), len(records) * params.num_samples
@@ -158,10 +187,74 @@ def predict_with_generator(generator: Callable[..., list[Any] | None],
         metrics["history"] = history_mode
         if history_mode == "predicted":
             metrics["history_with_gold_turns"] = with_gold
+    if revised is not None:
+        metrics.update(revised.metrics(params.revise_rounds))
     if params.num_samples > 1:
-        metrics.update(_vote_all(rows, gens, records, params, progress=progress))
+        metrics.update(_vote_all(rows, gens, records, params, revised, progress=progress))
     metrics["wall_s"] = round(time.perf_counter() - start, 2)
     return records, metrics
+
+
+@dataclass
+class Revised:
+    """The candidates of each row after self-correction, and how it went (rounds taken,
+    follow-up tokens, seconds)."""
+
+    attempts: list[list[Attempt] | None]  # per row, one per candidate
+    tally: RevisionTally = field(default_factory=RevisionTally)
+    new_tokens: int = 0
+    seconds: float = 0.0
+
+    def of(self, row: int) -> list[Attempt]:
+        attempts = self.attempts[row]
+        assert attempts is not None, f"row {row} was not revised"
+        return attempts
+
+    @staticmethod
+    def record(attempt: Attempt) -> dict[str, Any]:
+        """An answer's own SQL and text, the follow-up turns it took and what the answers
+        it replaced got."""
+        return {"raw": attempt.raw, "sql": attempt.sql, "revised": attempt.rounds,
+                "revisions": [f.as_record() for f in attempt.earlier]}
+
+    def metrics(self, rounds: int) -> dict[str, Any]:
+        flat = [a for per in self.attempts if per for a in per]
+        return {**revision_metrics(flat, self.tally, rounds),
+                "revise_generated_tokens": self.new_tokens, "revise_s": round(self.seconds, 2)}
+
+
+def _revise(generator: Callable[..., list[Any] | None], rows: Sequence[dict[str, Any]],
+            prompts: Sequence[list[dict[str, str]]], gens: Sequence[Any], params: InferParams,
+            revised: Revised, indices: Iterable[int], *, progress: bool) -> None:
+    """Self-correction of ``gens`` (the answers to ``prompts``) into ``revised`` at
+    ``indices``: every candidate is run on its example's database by the read-only runner
+    in worker processes, and those that fail or return no rows are asked again
+    (:func:`text2sql.inference.revision.revise`), all of a round in one greedy batch."""
+    from text2sql.sql.sqlite import run_queries
+
+    t0 = time.perf_counter()
+    attempts = [attempts_of(k, prompt, gen.texts, gen.logprobs)
+                for k, (prompt, gen) in enumerate(zip(prompts, gens, strict=True))]
+
+    def run(batch: Sequence[Attempt]) -> list[Any]:
+        results = run_queries([(rows[a.question]["db_path"], a.sql) for a in batch],
+                              timeout_s=params.timeout_s, max_rows=params.max_rows, workers=0)
+        # only whether rows came back counts from here on: hold one, not thousands per candidate
+        return [replace(r, rows=r.rows[:1]) if r.rows else r for r in results]
+
+    def generate(conversations: list[list[dict[str, str]]]) -> list[str]:
+        out = generator(conversations, batch_size=params.batch_size,
+                        max_new_tokens=params.max_new_tokens, num_samples=1,
+                        temperature=params.temperature, seed=params.seed, progress=progress)
+        assert out is not None, "one process generates the follow-ups"
+        revised.new_tokens += sum(g.new_tokens for g in out)
+        return [g.texts[0] for g in out]
+
+    revised.tally.add(revise([a for per in attempts for a in per],
+                             rounds=params.revise_rounds, run=run, generate=generate))
+    for i, per in zip(indices, attempts, strict=True):
+        revised.attempts[i] = per
+    revised.seconds += time.perf_counter() - t0
 
 
 def with_predicted_history(row: dict[str, Any], predicted: dict[tuple[str, int], str]
@@ -189,10 +282,11 @@ def with_predicted_history(row: dict[str, Any], predicted: dict[tuple[str, int],
 
 
 def _generate_turn_by_turn(generator: Callable[..., list[Any]], rows: Sequence[dict[str, Any]],
-                           params: InferParams, *, progress: bool
+                           params: InferParams, revised: Revised | None, *, progress: bool
                            ) -> tuple[list[Any], list[list[str] | None], int]:
     """Generate turn 0 of every conversation, then turn 1 with those answers, and so on;
-    also the SQL each prompt showed, and how many prompts kept some gold SQL."""
+    also the SQL each prompt showed, and how many prompts kept some gold SQL. With
+    ``revised``, each turn's answers are revised before the next turn shows them."""
     from text2sql.runtime.distributed import rank_and_size
 
     if params.num_samples > 1:
@@ -218,10 +312,14 @@ def _generate_turn_by_turn(generator: Callable[..., list[Any]], rows: Sequence[d
         out = generator(prompts, batch_size=params.batch_size,
                         max_new_tokens=params.max_new_tokens, num_samples=1,
                         temperature=params.temperature, seed=params.seed, progress=progress)
+        if revised is not None:
+            _revise(generator, [rows[i] for i in batch], prompts, out, params, revised, batch,
+                    progress=progress)
         for i, gen in zip(batch, out, strict=True):
             gens[i] = gen
             if "turn" in rows[i]:
-                predicted[(str(rows[i]["conversation"]), turn)] = extract_sql(gen.texts[0])
+                sql = revised.of(i)[0].sql if revised is not None else extract_sql(gen.texts[0])
+                predicted[(str(rows[i]["conversation"]), turn)] = sql
     return gens, used, with_gold
 
 
@@ -260,8 +358,10 @@ def generate_shared(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict[
 
 
 def _vote_all(rows: Sequence[dict[str, Any]], gens: Sequence[Any], records: list[dict[str, Any]],
-              params: InferParams, *, progress: bool) -> dict[str, float]:
-    """Replace each record's greedy-slot answer with the self-consistent choice.
+              params: InferParams, revised: Revised | None, *, progress: bool
+              ) -> dict[str, float]:
+    """Replace each record's greedy-slot answer with the self-consistent choice (among the
+    revised candidates, with ``revised``).
 
     The candidates run in worker processes (:func:`text2sql.inference.voting.choose_all`):
     a candidate that exhausts memory or hangs costs a vote, not the stage.
@@ -270,25 +370,32 @@ def _vote_all(rows: Sequence[dict[str, Any]], gens: Sequence[Any], records: list
 
     t0 = time.perf_counter()
     questions = []
-    for row, gen in zip(rows, gens, strict=True):
+    for k, (row, gen) in enumerate(zip(rows, gens, strict=True)):
         db = row.get("db_path")
         if not db:
             raise DataError(f"example {row['id']!r}: db_path is empty; infer.num_samples > 1 "
                             "needs the example's SQLite file")
         questions.append((db, [Candidate(raw, extract_sql(raw), lp)
-                               for raw, lp in zip(gen.texts, gen.logprobs, strict=True)]))
+                               for raw, lp in zip(gen.texts, gen.logprobs, strict=True)]
+                          if revised is None else
+                          [Candidate(a.raw, a.sql, a.logprob) for a in revised.of(k)]))
     with tqdm(total=len(questions), desc="vote", unit="question", disable=not progress) as bar:
         results = choose_all(questions, timeout_s=params.timeout_s, max_rows=params.max_rows,
                              prefer_nonempty=params.prefer_nonempty,
                              on_result=lambda i, v: bar.update())
     valid, all_failed, votes = 0, 0, 0
-    for (_, candidates), rec, result in zip(questions, records, results, strict=True):
+    for k, ((_, candidates), rec, result) in enumerate(zip(questions, records, results,
+                                                           strict=True)):
         best = candidates[result.chosen]
         rec.update(raw=best.raw, sql=best.sql, votes=result.votes,
                    valid_candidates=result.valid,
                    candidates=[{"raw": c.raw, "sql": c.sql, "logprob": round(c.logprob, 4),
                                 "error": err}
                                for c, err in zip(candidates, result.errors, strict=True)])
+        if revised is not None:
+            rec.update(revised.record(revised.of(k)[result.chosen]))
+            for entry, attempt in zip(rec["candidates"], revised.of(k), strict=True):
+                entry["revised"] = attempt.rounds
         valid += result.valid
         votes += result.votes
         all_failed += result.valid == 0

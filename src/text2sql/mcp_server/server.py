@@ -81,6 +81,7 @@ class Answerer:
     generate: Generate | None = None
     num_samples: int = 1
     prefer_nonempty: bool = True
+    revise_rounds: int = 0  # a failing or empty query asked again, up to this many times
     _model_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def list_databases(self) -> list[dict[str, str]]:
@@ -119,7 +120,8 @@ class Answerer:
             answer = answer_question(question, database, schema, self.generate,
                                      settings=self.settings, num_samples=self.num_samples,
                                      limits=self.limits, dialects=[database.dialect],
-                                     prefer_nonempty=self.prefer_nonempty)
+                                     prefer_nonempty=self.prefer_nonempty,
+                                     revise_rounds=self.revise_rounds)
         return self._body(db, question, answer, database)
 
     @staticmethod

@@ -3,7 +3,9 @@
 answer into JSON.
 
 SQL runs in a pool of ``sql_workers`` threads, each query under the runner's deadline, so a
-runaway query holds one worker for at most ``timeout_s`` and never the event loop. Beyond
+runaway query holds one worker for at most ``timeout_s`` and never the event loop. With
+``revise_rounds`` a failing answer is asked again from that thread: its follow-up goes to the
+model's queue on the event loop, batched with whatever else waits there. Beyond
 ``max_pending`` requests in flight the server answers 429 instead of queueing without end.
 """
 
@@ -96,6 +98,19 @@ class Answerer:
                 generator = self.model()
                 row = prompt_row(req.question or "", db, schema, self.prepare)
                 n = req.num_samples or generator.infer.num_samples
+                rounds = settings.revise_rounds if settings.revise_rounds is not None \
+                    else generator.infer.revise_rounds
+                loop = asyncio.get_running_loop()
+                follow_up_tokens = [0, 0]  # prompt, completion: what revising asked and got
+
+                def generate(prompts: list[list[dict[str, str]]], num_samples: int) -> Any:
+                    # on a thread of the SQL pool: the model's queue lives on the event loop
+                    gens = asyncio.run_coroutine_threadsafe(
+                        generator.write_many(prompts, num_samples), loop).result()
+                    follow_up_tokens[0] += sum(g.prompt_tokens for g in gens)
+                    follow_up_tokens[1] += sum(g.new_tokens for g in gens)
+                    return gens
+
                 t1 = time.perf_counter()
                 gen = await generator.write(row["prompt"], n)
                 generate_s = time.perf_counter() - t1
@@ -103,7 +118,10 @@ class Answerer:
                 answer = await self.in_pool(lambda: answer_generation(
                     db, schema, row, gen, generate_s=generate_s, limits=limits,
                     dialects=[dialect], execute=req.execute,
-                    prefer_nonempty=generator.infer.prefer_nonempty))
+                    prefer_nonempty=generator.infer.prefer_nonempty, revise_rounds=rounds,
+                    generate=generate))
+                prompt_tokens += follow_up_tokens[0]
+                completion_tokens += follow_up_tokens[1]
         body = {"db": req.db, "question": req.question, **answer_body(answer, dialect)}
         body["timings"]["total_s"] = round(time.perf_counter() - t0, 4)
         body["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -131,7 +149,9 @@ def answer_body(answer: Answer, dialect: str | None) -> dict[str, Any]:
             "dialect_sql": answer.translations.get(dialect) if dialect else None,
             "columns": answer.columns, "rows": [[jsonable(v) for v in row] for row in answer.rows],
             "truncated": answer.truncated, "error_kind": answer.error_kind, "error": error,
-            "executed": answer.executed, "timings": timings}
+            "executed": answer.executed, "timings": timings,
+            "revisions": [{"sql": r.sql, "outcome": r.outcome, "error": r.message or None}
+                          for r in answer.revisions]}
 
 
 def jsonable(value: Any) -> Any:

@@ -34,6 +34,11 @@ class BatchGenerator:
         await self.queue.put((prompt, num_samples, future))
         return await future
 
+    async def write_many(self, prompts: list[list[dict[str, str]]], num_samples: int
+                         ) -> list[Any]:
+        """The generations for several prompts, queued together (so batched together)."""
+        return list(await asyncio.gather(*(self.write(p, num_samples) for p in prompts)))
+
     async def run(self) -> None:
         """Forever: take what is waiting, generate it in batches of equal ``num_samples``."""
         loop = asyncio.get_running_loop()

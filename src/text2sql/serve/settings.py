@@ -24,3 +24,4 @@ class ServeSettings:
     api_keys: ApiKeys = ApiKeys()  # none: no key asked for (loopback only, see check_bind)
     cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API; none: no CORS
     allow_writable_role: bool = False  # PostgreSQL: serve as a role that can write
+    revise_rounds: int | None = None  # failing or empty queries asked again (None: infer's)
