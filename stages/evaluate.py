@@ -4,6 +4,7 @@
     dvc metrics diff                    # vs the last commit: overall, per difficulty, per outcome
     dvc plots show metrics/eval_by_difficulty.csv
     dvc exp run -S evaluate.timeout_s=10 -S evaluate.keep_distinct=true
+    dvc exp run -S evaluate.semantics=bird -S evaluate.ves_repeats=10   # BIRD's EX, Soft-F1, R-VES
     python stages/evaluate.py           # the same, outside DVC
 
 Reads the ``evaluate:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
@@ -13,6 +14,8 @@ match, valid SQL rate, n; for multi-turn data also question- and interaction-lev
 accuracy), ``metrics/eval_breakdown.json`` (the bootstrap interval of execution accuracy, by
 difficulty and by outcome; for conversations, by turn), the plot data
 ``metrics/eval_by_difficulty.csv`` and the pull-request report ``metrics/eval_report.md``.
+A BIRD split (rows with ``bird_sha256``) is scored with BIRD's semantics unless
+``evaluate.semantics`` says otherwise; its file's version is printed and put in the report.
 To score another system's predictions without touching these outputs, use
 ``text2sql evaluate``.
 """
@@ -23,6 +26,7 @@ import faulthandler
 import sys
 from pathlib import Path
 
+from text2sql.evaluation.bird import BirdConfig, resolve_semantics, version_note
 from text2sql.evaluation.scoring import (
     EvalConfig,
     EvalItem,
@@ -62,8 +66,14 @@ def load_items(eval_file: Path, predictions_file: Path) -> list[EvalItem]:
             raise DataError(f"{predictions_file}: no prediction for id {row['id']!r} "
                             f"({eval_file}:{lineno}); rerun `dvc repro infer`")
         items.append(EvalItem(str(row["id"]), row["db_id"], row.get("db_path"), row["question"],
-                              row["query"], predictions[str(row["id"])]))
+                              row["query"], predictions[str(row["id"])],
+                              row.get("bird_difficulty")))
     return items
+
+
+def bird_files(eval_file: Path) -> list[str]:
+    """The sha256 of each BIRD split file the examples come from (none: not a BIRD split)."""
+    return sorted({row["bird_sha256"] for _, row in iter_jsonl(eval_file) if "bird_sha256" in row})
 
 
 def conversation_turns(eval_file: Path) -> dict[str, tuple[str, int]]:
@@ -73,15 +83,27 @@ def conversation_turns(eval_file: Path) -> dict[str, tuple[str, int]]:
 
 
 def main(params: EvaluateParams) -> None:
+    files = bird_files(EVAL_FILE)
+    bird = resolve_semantics(params.semantics, bool(files)) == "bird"
     config = EvalConfig(timeout_s=params.timeout_s, max_rows=params.max_rows,
-                        workers=params.workers, keep_distinct=params.keep_distinct)
+                        workers=params.workers, keep_distinct=params.keep_distinct,
+                        gold_timeout_s=params.gold_timeout_s,
+                        bird=BirdConfig(params.ves_repeats, params.ves_timeout_s) if bird else None)
+    settings = settings_line(config) + version_note(files)
+    if files:
+        print(f"evaluate: a BIRD split, scored with {'BIRD' if bird else 'Spider'}'s semantics;"
+              + version_note(files))
     results = score_items(load_items(EVAL_FILE, PREDICTIONS), config)
     metrics = write_outputs(results, OUTPUTS, title="Evaluation (dvc repro evaluate)",
-                            settings=settings_line(config), examples=params.report_examples,
+                            settings=settings, examples=params.report_examples,
                             turns=conversation_turns(EVAL_FILE))
     print(f"evaluate: execution accuracy {metrics['execution_accuracy']}, "
           f"exact set match {metrics['exact_set_match']} on {metrics['n']} examples "
           f"({metrics['gold_errors']} gold errors not scored) -> {OUTPUTS.report}")
+    if "soft_f1" in metrics:
+        print(f"evaluate: BIRD's Soft-F1 {metrics['soft_f1']}"
+              + (f", R-VES {metrics['r_ves']} (machine-dependent)" if "r_ves" in metrics else "")
+              + f"; {metrics['gold_timeouts']} gold queries over {params.gold_timeout_s:g} s")
     if "interaction_execution_accuracy" in metrics:
         print(f"evaluate: question execution accuracy {metrics['question_execution_accuracy']}, "
               f"interaction execution accuracy {metrics['interaction_execution_accuracy']} "

@@ -210,6 +210,19 @@ class EvaluateParams(Section):
     workers: int = Field(0, ge=0)
     keep_distinct: bool = False
     report_examples: int = Field(3, ge=0)
+    # BIRD's metrics (text2sql.evaluation.bird): auto follows the dataset's layout
+    semantics: Literal["auto", "spider", "bird"] = "auto"
+    gold_timeout_s: float = Field(30.0, gt=0)
+    ves_repeats: int = Field(0, ge=0)  # 0: no R-VES
+    ves_timeout_s: float = Field(3.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ves_repeats_times(self) -> EvaluateParams:
+        if self.ves_repeats == 1:
+            raise ValueError(
+                "evaluate.ves_repeats=1: BIRD's R-VES drops every ratio of a single timing as an "
+                "outlier (every reward 0); use 0 (no R-VES) or at least 2 (BIRD uses 100)")
+        return self
 
 
 S = TypeVar("S", bound=Section)

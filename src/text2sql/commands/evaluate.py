@@ -24,6 +24,10 @@ Predictions file, either:
   text:  Spider's format, one SQL per line in the order of the split, optionally
          followed by a tab and the db_id (checked). One line per example.
 
+A BIRD-layout split is scored as BIRD's own evaluator scores it: EX as set
+equality, Soft-F1, BIRD's difficulty table, R-VES with --ves-repeats (timings
+depend on the machine); --semantics spider keeps Spider's rules.
+
 A database file missing from the dataset folder (trimmed releases) is an error;
 with --skip-missing-databases its examples are left out (their predictions
 ignored), counted in metrics.json (skipped_missing_database) and listed in
@@ -63,6 +67,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--keep-distinct", action="store_true",
                    help="run queries with their DISTINCT (default: removed, as the official "
                         "Spider evaluator does)")
+    p.add_argument("--semantics", choices=("auto", "spider", "bird"), default="auto",
+                   help="how results compare: auto, BIRD's evaluator for --layout bird and "
+                        "Spider's otherwise (default: %(default)s)")
+    p.add_argument("--gold-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds per gold query; those over it are counted (default: %(default)s)")
+    p.add_argument("--ves-repeats", type=int, default=0, metavar="N",
+                   help="BIRD semantics: time each correct prediction N times for R-VES (BIRD "
+                        "uses 100; machine-dependent); 0: no R-VES (default: %(default)s)")
+    p.add_argument("--ves-timeout", type=float, default=3.0, metavar="S",
+                   help="seconds per R-VES timing (default: %(default)s)")
     p.add_argument("--examples", type=int, default=3, metavar="N",
                    help="failed examples per outcome in report.md (default: %(default)s)")
     p.add_argument("--skip-missing-databases", action="store_true",
@@ -221,6 +235,7 @@ def _check_out(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from text2sql.evaluation.bird import BirdConfig, resolve_semantics, version_note
     from text2sql.evaluation.scoring import (
         EvalConfig,
         EvalItem,
@@ -232,6 +247,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.timeout <= 0 or args.max_rows < 1 or args.workers < 0:
         raise DataError("--timeout must be > 0, --max-rows >= 1, --workers >= 0")
+    if args.gold_timeout <= 0:
+        raise DataError("--gold-timeout must be > 0")
+    try:
+        bird_config = BirdConfig(args.ves_repeats, args.ves_timeout)
+    except ValueError as e:
+        raise DataError(f"--ves-repeats / --ves-timeout: {e}") from None
     _check_out(args.out)
     examples, skipped = load_split(args.dataset, args.split, args.layout,
                                    args.skip_missing_databases)
@@ -248,14 +269,19 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print(f"text2sql evaluate: {missing} of {len(kept)} examples have no prediction "
               "(scored as empty_prediction)", file=sys.stderr)
-    items = [EvalItem(e.id, e.db_id, e.db_path, e.question, e.query, preds.get(k, ""))
-             for k in kept for e in [examples[k]]]
+    items = [EvalItem(e.id, e.db_id, e.db_path, e.question, e.query, preds.get(k, ""),
+                      e.bird_difficulty) for k in kept for e in [examples[k]]]
+    bird = resolve_semantics(args.semantics, args.layout == "bird") == "bird"
     config = EvalConfig(timeout_s=args.timeout, max_rows=args.max_rows, workers=args.workers,
-                        keep_distinct=args.keep_distinct, progress=not args.no_progress)
+                        keep_distinct=args.keep_distinct, progress=not args.no_progress,
+                        gold_timeout_s=args.gold_timeout,
+                        bird=bird_config if bird else None)
     results = score_items(items, config)
     paths = OutputPaths(**{k: args.out / v for k, v in OUTPUT_NAMES.items()})
     title = f"Evaluation of {args.predictions.name} on {args.dataset.name}/{args.split}"
-    metrics = write_outputs(results, paths, title=title, settings=settings_line(config),
+    digests = [e.bird_sha256 for e in examples if e is not None and e.bird_sha256]
+    metrics = write_outputs(results, paths, title=title,
+                            settings=settings_line(config) + version_note(digests),
                             examples=args.examples,
                             skipped=skipped if args.skip_missing_databases else None)
     print(paths.report.read_text(encoding="utf-8").split("<details>")[0].rstrip())

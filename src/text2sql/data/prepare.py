@@ -221,6 +221,10 @@ def prepare_examples(
             }
             if ex.evidence:
                 row["evidence"] = ex.evidence
+            if ex.bird_sha256:  # a BIRD split: evaluate scores it as BIRD's evaluator does
+                row["bird_sha256"] = ex.bird_sha256
+                if ex.bird_difficulty:
+                    row["bird_difficulty"] = ex.bird_difficulty
             if ex.turn is not None:
                 shown_from = len(ex.history) - linked.history_turns
                 # The turns behind the prompt's assistant messages, for infer.history=predicted.

@@ -25,9 +25,10 @@ in two, seeded, holding out whole databases.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,8 @@ class Example:
     history: tuple[Turn, ...] = ()  # earlier turns of its conversation, oldest first
     conversation: str | None = None  # the conversation it belongs to (multi-turn sources)
     turn: int | None = None  # its 0-based position there (= len(history))
+    bird_difficulty: str | None = None  # BIRD's own level: simple | moderate | challenging
+    bird_sha256: str | None = None  # sha256 of the BIRD split file it comes from (its version)
 
 
 @dataclass(frozen=True)
@@ -296,8 +299,18 @@ def load_bird_split(root: str | Path, split: str, *, tables: str | Path | None =
                          skip_missing=skip_missing)
     cols = ColumnParams(query="SQL")
     needs = "every BIRD example needs question, SQL, db_id"
-    return Dataset(_json_examples([d / f"{split}.json"], split, dbs, cols, needs), dbs.schemas,
-                   dbs.skipped)
+    path = d / f"{split}.json"
+    examples = _json_examples([path], split, dbs, cols, needs)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    levels = [row.get("difficulty") if isinstance(row, dict) else None for row in read_json(path)]
+    examples = [replace(e, bird_sha256=digest,
+                        bird_difficulty=_bird_level(levels[int(e.id.rsplit("-", 1)[1])]))
+                for e in examples]
+    return Dataset(examples, dbs.schemas, dbs.skipped)
+
+
+def _bird_level(value: Any) -> str | None:
+    return value if value in ("simple", "moderate", "challenging") else None
 
 
 # ---------------------------------------------------------------------- JSONL

@@ -12,6 +12,9 @@ Shared by the ``evaluate`` stage and the ``text2sql evaluate`` command:
 3. :func:`summarize` turns the per-example outcomes into flat metrics, and
    :func:`render_report` into markdown for a pull request.
 
+With ``EvalConfig.bird`` set, results compare as BIRD's evaluator compares them, Soft-F1 is
+scored and R-VES timed (:mod:`text2sql.evaluation.bird`).
+
 Outcome of an example: ``correct``, ``wrong_result``, one of the execution error
 kinds of :mod:`text2sql.sql.sqlite`, or ``gold_error``.
 """
@@ -25,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from text2sql.evaluation.bird import BirdConfig, bird_match, bird_metrics, soft_f1, time_pair
+from text2sql.evaluation.bird import report_lines as bird_report_lines
 from text2sql.evaluation.compare import (
     normalize_sql,
     order_matters,
@@ -57,6 +62,7 @@ WRONG_RESULT = "wrong_result"
 GOLD_ERROR = "gold_error"  # the dataset's own query fails: a data error, never scored
 OUTCOMES = (CORRECT, WRONG_RESULT, *ERROR_KINDS)
 UNKNOWN_LEVEL = "unknown"  # difficulty of a gold query sqlglot cannot parse
+GOLD_TIMEOUT = "gold query: over the gold timeout: "  # message of a gold error that timed out
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class EvalItem:
     question: str
     gold: str
     pred: str
+    bird_difficulty: str | None = None  # BIRD's own level (simple / moderate / challenging)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,8 @@ class EvalConfig:
     workers: int = 0  # 0: one per core
     keep_distinct: bool = False
     progress: bool = True
+    bird: BirdConfig | None = None  # None: Spider's semantics
+    gold_timeout_s: float | None = None  # None: timeout_s
 
 
 @dataclass
@@ -96,6 +105,9 @@ class Scored:
     gold_rows: int | None = None
     pred_rows: int | None = None
     seconds: float = 0.0
+    bird_difficulty: str | None = None
+    soft_f1: float | None = None  # BIRD semantics only
+    ves_reward: float | None = None  # BIRD semantics with R-VES timed only
 
 
 @dataclass(frozen=True)
@@ -110,9 +122,14 @@ class GoldResult:
 
 # --- work done inside worker processes ------------------------------------------
 
-def _run_gold(task: tuple[str, str, bool, float, int, bool]) -> GoldResult:
+def _as_run(sql: str, keep_distinct: bool | None) -> str:
+    # None: BIRD's semantics, where queries run as written
+    return sql if keep_distinct is None else prepare_for_execution(sql, keep_distinct)
+
+
+def _run_gold(task: tuple[str, str, bool | None, float, int, bool]) -> GoldResult:
     db_path, gold_sql, keep_distinct, timeout_s, max_rows, normalize = task
-    result = execute(cached_connection(db_path), prepare_for_execution(gold_sql, keep_distinct),
+    result = execute(cached_connection(db_path), _as_run(gold_sql, keep_distinct),
                      timeout_s=timeout_s, max_rows=max_rows)
     # The normal form serves normalized match with a prediction that is not the gold text itself;
     # a prediction that is matches exactly when the gold query parses at all.
@@ -135,32 +152,37 @@ def runs_as_gold(item: EvalItem) -> bool:
     return pred == gold and not _VOLATILE.search(gold)
 
 
-def _run_prediction(task: tuple[EvalItem, GoldResult, bool, float, int]
-                    ) -> tuple[tuple[str, bool, bool, str, int | None, float], bool]:
-    """``(outcome, normalized_match, valid_sql, message, pred_rows, seconds)`` and the exact
-    set match of one prediction."""
+def _run_prediction(task: tuple[EvalItem, GoldResult, bool | None, float, int]
+                    ) -> tuple[tuple[str, bool, bool, str, int | None, float, float | None], bool]:
+    """``(outcome, normalized_match, valid_sql, message, pred_rows, seconds, soft_f1)`` and the
+    exact set match of one prediction."""
     item, gold = task[:2]
     return _execute_prediction(task), matches_gold(item.pred, gold.structure,
                                                    read_schema(item.db_path))
 
 
-def _execute_prediction(task: tuple[EvalItem, GoldResult, bool, float, int]
-                        ) -> tuple[str, bool, bool, str, int | None, float]:
+def _execute_prediction(task: tuple[EvalItem, GoldResult, bool | None, float, int]
+                        ) -> tuple[str, bool, bool, str, int | None, float, float | None]:
     item, gold, keep_distinct, timeout_s, max_rows = task
+    no_f1 = 0.0 if keep_distinct is None else None
     gold_rows, ordered = gold.result.rows or [], gold.ordered
     if item.pred.strip() == item.gold.strip():
         em = gold.normalized is not None
     else:
         em = gold.normalized is not None and normalize_sql(item.pred) == gold.normalized
-    pred = execute(cached_connection(item.db_path), prepare_for_execution(item.pred, keep_distinct),
+    pred = execute(cached_connection(item.db_path), _as_run(item.pred, keep_distinct),
                    timeout_s=timeout_s, max_rows=max_rows)
     if not pred.ok:
-        return pred.error or EXEC_ERROR, em, False, pred.message, None, pred.seconds
+        return pred.error or EXEC_ERROR, em, False, pred.message, None, pred.seconds, no_f1
     rows = pred.rows or []
     if pred.truncated:  # the gold result has at most max_rows rows: they differ
-        return WRONG_RESULT, em, True, f"more than {max_rows} rows", len(rows), pred.seconds
-    ok = results_match(gold_rows, rows, ordered)
-    return CORRECT if ok else WRONG_RESULT, em, True, "", len(rows), pred.seconds
+        return (WRONG_RESULT, em, True, f"more than {max_rows} rows", len(rows), pred.seconds,
+                no_f1)
+    if keep_distinct is None:  # BIRD's semantics
+        ok, f1 = bird_match(gold_rows, rows), soft_f1(gold_rows, rows)
+    else:
+        ok, f1 = results_match(gold_rows, rows, ordered), None
+    return CORRECT if ok else WRONG_RESULT, em, True, "", len(rows), pred.seconds, f1
 
 
 # --- the parent's side -----------------------------------------------------------
@@ -182,6 +204,8 @@ def unique_gold_queries(items: Iterable[EvalItem]) -> list[tuple[str, str]]:
 def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) -> list[Scored]:
     """Score every item (see the module docstring); results in the order of ``items``."""
     hard_timeout_s = hard_timeout(config.timeout_s)  # SQLite stops at timeout_s; this catches the rest
+    gold_timeout_s = config.gold_timeout_s or config.timeout_s
+    keep_distinct = None if config.bird is not None else config.keep_distinct  # None: as written
     missing: dict[int, str] = {}
     for k, item in enumerate(items):
         if not item.db_path:
@@ -192,17 +216,18 @@ def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) ->
     gold_keys = {key: n for n, key in enumerate(unique)}
     differs = {(item.db_path or "", item.gold) for item in items
                if item.pred.strip() != item.gold.strip()}
-    gold_tasks = [(db_path, gold, config.keep_distinct, config.timeout_s, config.max_rows,
+    gold_tasks = [(db_path, gold, keep_distinct, gold_timeout_s, config.max_rows,
                    (db_path, gold) in differs) for db_path, gold in unique]
     with _progress(len(gold_tasks), "gold queries", config.progress) as bar:
         gold = run_tasks(_run_gold, gold_tasks, workers=config.workers,
-                         hard_timeout_s=hard_timeout_s, on_result=lambda i, r: bar.update())
+                         hard_timeout_s=hard_timeout(gold_timeout_s),
+                         on_result=lambda i, r: bar.update())
 
     scored: list[Scored | None] = [None] * len(items)
     pred_tasks, pred_index = [], []
     for k, item in enumerate(items):
         base = dict(id=item.id, db_id=item.db_id, question=item.question, gold=item.gold,
-                    pred=item.pred)
+                    pred=item.pred, bird_difficulty=item.bird_difficulty)
         if k in missing:
             scored[k] = Scored(**base, outcome=GOLD_ERROR, normalized_match=False, valid_sql=False,
                                message=missing[k],
@@ -211,14 +236,16 @@ def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) ->
         g = gold[gold_keys[(item.db_path, item.gold)]]
         if isinstance(g, TaskFailed):
             scored[k] = Scored(**base, outcome=GOLD_ERROR, normalized_match=False, valid_sql=False,
-                               message=f"gold query: {g.message}",
+                               message=(GOLD_TIMEOUT if g.reason == "hung" else "gold query: ")
+                               + g.message,
                                difficulty=difficulty(item.gold) or UNKNOWN_LEVEL)
             continue
         if not g.result.ok or g.result.truncated:
             message = g.result.message if not g.result.ok else (
                 f"gold result has more than {config.max_rows} rows (raise evaluate.max_rows)")
             scored[k] = Scored(**base, outcome=GOLD_ERROR, normalized_match=False, valid_sql=False,
-                               message=f"gold query: {message}", difficulty=g.difficulty)
+                               message=(GOLD_TIMEOUT if g.result.error == TIMEOUT
+                                        else "gold query: ") + message, difficulty=g.difficulty)
             continue
         scored[k] = Scored(**base, outcome="", normalized_match=False, valid_sql=False,
                            difficulty=g.difficulty, gold_rows=len(g.result.rows or []))
@@ -227,9 +254,10 @@ def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) ->
             s.outcome, s.normalized_match, s.valid_sql = CORRECT, g.normalized is not None, True
             s.exact_set_match = matches_gold(item.pred, g.structure, read_schema(item.db_path))
             s.pred_rows, s.seconds = s.gold_rows, round(g.result.seconds, 4)
+            s.soft_f1 = 1.0 if config.bird else None
             continue
         pred_index.append(k)
-        pred_tasks.append((item, g, config.keep_distinct, config.timeout_s, config.max_rows))
+        pred_tasks.append((item, g, keep_distinct, config.timeout_s, config.max_rows))
 
     with _progress(len(pred_tasks), "predictions", config.progress) as bar:
         answers = run_tasks(_run_prediction, pred_tasks, workers=config.workers,
@@ -241,10 +269,35 @@ def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) ->
             s.outcome = TIMEOUT if answer.reason == "hung" else EXEC_ERROR
             s.message = answer.message
         else:
-            (s.outcome, s.normalized_match, s.valid_sql, s.message, s.pred_rows, s.seconds), \
-                s.exact_set_match = answer
+            (s.outcome, s.normalized_match, s.valid_sql, s.message, s.pred_rows, s.seconds,
+             s.soft_f1), s.exact_set_match = answer
             s.seconds = round(s.seconds, 4)
+        if config.bird and s.outcome != CORRECT:
+            s.soft_f1 = s.soft_f1 or 0.0
+    if config.bird and config.bird.ves_repeats:
+        _time_correct(items, [s for s in scored if s is not None], config)
     return [s for s in scored if s is not None]
+
+
+def _time_correct(items: Sequence[EvalItem], scored: list[Scored], config: EvalConfig) -> None:
+    """R-VES rewards: each prediction BIRD scores correct timed with its gold query; the rest 0."""
+    assert config.bird is not None
+    repeats, timeout_s = config.bird.ves_repeats, config.bird.ves_timeout_s
+    timed = [k for k, s in enumerate(scored) if s.outcome == CORRECT]
+    tasks = [(items[k].db_path, items[k].pred, items[k].gold, repeats, timeout_s,
+              config.max_rows) for k in timed]
+    for s in scored:
+        s.ves_reward = 0.0 if s.outcome != GOLD_ERROR else None
+    with _progress(len(tasks), "R-VES timings", config.progress) as bar:
+        answers = run_tasks(time_pair, tasks, workers=config.workers,
+                            hard_timeout_s=hard_timeout(timeout_s * repeats),
+                            on_result=lambda i, r: bar.update())
+    for k, answer in zip(timed, answers):
+        if isinstance(answer, TaskFailed):
+            scored[k].message = f"R-VES: {answer.message}"
+        else:
+            scored[k].ves_reward, message = answer
+            scored[k].message = message or scored[k].message
 
 
 def score(examples: Sequence[Mapping[str, Any]], predictions: Mapping[str, str], *,
@@ -266,7 +319,8 @@ def summarize(results: Iterable[Scored]) -> dict[str, float]:
     """Flat metrics over the scorable examples (gold errors excluded, counted apart).
 
     Keys: execution_accuracy, exact_set_match, normalized_match, valid_sql_rate, n,
-    gold_errors;
+    gold_errors, gold_timeouts (gold errors over the gold timeout); with BIRD's semantics
+    soft_f1, r_ves and BIRD's difficulty table (:func:`text2sql.evaluation.bird.bird_metrics`);
     execution_accuracy_ci95_low/high (percentile bootstrap interval, questions resampled,
     fixed seed: :mod:`text2sql.evaluation.significance`); per difficulty level
     L: execution_accuracy_L, exact_set_match_L, normalized_match_L, n_L; per outcome O (correct, wrong_result and
@@ -283,7 +337,11 @@ def summarize(results: Iterable[Scored]) -> dict[str, float]:
         "valid_sql_rate": _rate(sum(r.valid_sql for r in scorable), n),
         "n": n,
         "gold_errors": len(results) - n,
+        "gold_timeouts": sum(r.outcome == GOLD_ERROR and r.message.startswith(GOLD_TIMEOUT)
+                             for r in results),
     }
+    if any(r.soft_f1 is not None for r in scorable):
+        metrics.update(bird_metrics(scorable))
     low, high = bootstrap_interval([r.outcome == CORRECT for r in scorable])
     metrics["execution_accuracy_ci95_low"], metrics["execution_accuracy_ci95_high"] = low, high
     levels = list(LEVELS) + ([UNKNOWN_LEVEL] if any(r.difficulty == UNKNOWN_LEVEL
@@ -375,9 +433,14 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
               f"| execution accuracy | **{pct(metrics['execution_accuracy'])}** |",
               f"| exact set match (Spider's) | {pct(metrics['exact_set_match'])} |",
               f"| normalized match | {pct(metrics['normalized_match'])} |",
+              *([f"| Soft-F1 (BIRD's) | {pct(metrics['soft_f1'])} |"] if "soft_f1" in metrics
+                else []),
+              *([f"| R-VES (BIRD's, machine-dependent) | {pct(metrics['r_ves'])} |"]
+                if "r_ves" in metrics else []),
               f"| valid SQL | {pct(metrics['valid_sql_rate'])} |",
               f"| examples scored | {int(metrics['n'])} |",
-              f"| gold errors (not scored) | {int(metrics['gold_errors'])} |", ""]
+              f"| gold errors (not scored) | {int(metrics['gold_errors'])} |",
+              f"| gold queries over the gold timeout | {int(metrics['gold_timeouts'])} |", ""]
     if "interaction_execution_accuracy" in metrics:
         lines[-1:-1] = [
             f"| question execution accuracy (every turn) | "
@@ -390,6 +453,7 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
                   f"{int(metrics[f'n_{b}'])} | {pct(metrics[f'execution_accuracy_{b}'])} |"
                   for b in (turn_bucket(t) for t in range(TURN_BUCKETS))]
         lines.append("")
+    lines += bird_report_lines(metrics)
     lines += ["| difficulty | n | execution accuracy | exact set match | normalized match |",
               "|---|---:|---:|---:|---:|"]
     for row in difficulty_rows(metrics):
@@ -432,8 +496,9 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
 # The headline metrics (metrics/eval.json): what `dvc exp show` and `dvc metrics diff`
 # lead with. The breakdown by difficulty and outcome goes to its own file.
 HEADLINE_METRICS = ("execution_accuracy", "exact_set_match", "normalized_match", "valid_sql_rate",
-                    "n", "gold_errors", "skipped_missing_database", "question_execution_accuracy",
-                    "interaction_execution_accuracy", "n_interactions")
+                    "soft_f1", "r_ves", "n", "gold_errors", "skipped_missing_database",
+                    "question_execution_accuracy", "interaction_execution_accuracy",
+                    "n_interactions")
 
 
 @dataclass(frozen=True)
@@ -473,11 +538,26 @@ def write_outputs(results: Sequence[Scored], paths: OutputPaths, *, title: str,
 
 
 def settings_line(config: EvalConfig) -> str:
-    return (f"Per-query timeout {config.timeout_s:g} s, at most {config.max_rows} rows, "
-            f"DISTINCT {'kept' if config.keep_distinct else 'removed (official default)'}.")
+    gold = config.gold_timeout_s or config.timeout_s
+    line = (f"Per-query timeout {config.timeout_s:g} s (gold {gold:g} s), at most "
+            f"{config.max_rows} rows, ")
+    if config.bird is None:
+        return line + (f"Spider's semantics, DISTINCT "
+                       f"{'kept' if config.keep_distinct else 'removed (official default)'}.")
+    timed = (f"R-VES from {config.bird.ves_repeats} timings of at most "
+             f"{config.bird.ves_timeout_s:g} s each" if config.bird.ves_repeats
+             else "R-VES not timed (evaluate.ves_repeats: 0)")
+    return line + f"BIRD's semantics (set equality, queries as written), {timed}."
+
+
+_BIRD_FIELDS = ("bird_difficulty", "soft_f1", "ves_reward")  # left out of a row when unset
 
 
 def as_dict(r: Scored) -> dict[str, Any]:
-    return asdict(r)
+    row = asdict(r)
+    for key in _BIRD_FIELDS:
+        if row[key] is None:
+            del row[key]
+    return row
 
 
