@@ -4,11 +4,13 @@
     dvc metrics diff                    # vs the last commit: overall, per difficulty, per outcome
     dvc plots show metrics/eval_by_difficulty.csv
     dvc exp run -S evaluate.timeout_s=10 -S evaluate.keep_distinct=true
+    dvc exp run -S evaluate.plug_value=true   # test-suite accuracy with gold values plugged in
     python stages/evaluate.py           # the same, outside DVC
 
 Reads the ``evaluate:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
 ``data/predictions/eval.jsonl``. Writes the per-example ``data/evaluation/results.jsonl``,
-the headline ``metrics/eval.json`` (execution accuracy, Spider's exact set match, normalized
+the headline ``metrics/eval.json`` (execution accuracy, where a database folder holds a test
+suite Spider's test-suite accuracy, Spider's exact set match, normalized
 match, valid SQL rate, n; for multi-turn data also question- and interaction-level execution
 accuracy), ``metrics/eval_breakdown.json`` (the bootstrap interval of execution accuracy, by
 difficulty and by outcome; for conversations, by turn), the plot data
@@ -74,7 +76,8 @@ def conversation_turns(eval_file: Path) -> dict[str, tuple[str, int]]:
 
 def main(params: EvaluateParams) -> None:
     config = EvalConfig(timeout_s=params.timeout_s, max_rows=params.max_rows,
-                        workers=params.workers, keep_distinct=params.keep_distinct)
+                        workers=params.workers, keep_distinct=params.keep_distinct,
+                        test_suite=params.test_suite, plug_value=params.plug_value)
     results = score_items(load_items(EVAL_FILE, PREDICTIONS), config)
     metrics = write_outputs(results, OUTPUTS, title="Evaluation (dvc repro evaluate)",
                             settings=settings_line(config), examples=params.report_examples,
@@ -82,6 +85,8 @@ def main(params: EvaluateParams) -> None:
     print(f"evaluate: execution accuracy {metrics['execution_accuracy']}, "
           f"exact set match {metrics['exact_set_match']} on {metrics['n']} examples "
           f"({metrics['gold_errors']} gold errors not scored) -> {OUTPUTS.report}")
+    if "test_suite_accuracy" in metrics:
+        print(f"evaluate: test-suite accuracy {metrics['test_suite_accuracy']}")
     if "interaction_execution_accuracy" in metrics:
         print(f"evaluate: question execution accuracy {metrics['question_execution_accuracy']}, "
               f"interaction execution accuracy {metrics['interaction_execution_accuracy']} "

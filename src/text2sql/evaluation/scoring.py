@@ -78,6 +78,8 @@ class EvalConfig:
     workers: int = 0  # 0: one per core
     keep_distinct: bool = False
     progress: bool = True
+    test_suite: bool = True  # score on every database of a test-suite folder (test_suite.py)
+    plug_value: bool = False  # test-suite accuracy with the gold values plugged in
 
 
 @dataclass
@@ -96,6 +98,9 @@ class Scored:
     gold_rows: int | None = None
     pred_rows: int | None = None
     seconds: float = 0.0
+    test_suite: bool | None = None  # right on every database of the suite (None: not scored)
+    test_suite_failed_on: str | None = None  # the first database of the suite it is wrong on
+    # (with test_suite None: the one the gold query fails on)
 
 
 @dataclass(frozen=True)
@@ -244,7 +249,13 @@ def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) ->
             (s.outcome, s.normalized_match, s.valid_sql, s.message, s.pred_rows, s.seconds), \
                 s.exact_set_match = answer
             s.seconds = round(s.seconds, 4)
-    return [s for s in scored if s is not None]
+    results = [s for s in scored if s is not None]
+    if config.test_suite or config.plug_value:
+        from text2sql.evaluation.test_suite import score_test_suites  # it imports this module
+
+        known = {key: g.result for key, g in zip(unique, gold) if not isinstance(g, TaskFailed)}
+        score_test_suites(items, results, config, known)
+    return results
 
 
 def score(examples: Sequence[Mapping[str, Any]], predictions: Mapping[str, str], *,
@@ -299,6 +310,9 @@ def summarize(results: Iterable[Scored]) -> dict[str, float]:
         metrics[f"n_{level}"] = len(group)
     for outcome in OUTCOMES:
         metrics[f"outcome_{outcome}"] = counts[outcome]
+    from text2sql.evaluation.test_suite import test_suite_metrics  # it imports this module
+
+    metrics.update(test_suite_metrics(scorable, levels))
     return metrics
 
 
@@ -373,6 +387,8 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
         lines += [settings, ""]
     lines += ["| metric | value |", "|---|---|",
               f"| execution accuracy | **{pct(metrics['execution_accuracy'])}** |",
+              *([f"| test-suite accuracy (Spider's) | {pct(metrics['test_suite_accuracy'])} |"]
+                if "test_suite_accuracy" in metrics else []),
               f"| exact set match (Spider's) | {pct(metrics['exact_set_match'])} |",
               f"| normalized match | {pct(metrics['normalized_match'])} |",
               f"| valid SQL | {pct(metrics['valid_sql_rate'])} |",
@@ -431,7 +447,7 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
 
 # The headline metrics (metrics/eval.json): what `dvc exp show` and `dvc metrics diff`
 # lead with. The breakdown by difficulty and outcome goes to its own file.
-HEADLINE_METRICS = ("execution_accuracy", "exact_set_match", "normalized_match", "valid_sql_rate",
+HEADLINE_METRICS = ("execution_accuracy", "test_suite_accuracy", "exact_set_match", "normalized_match", "valid_sql_rate",
                     "n", "gold_errors", "skipped_missing_database", "question_execution_accuracy",
                     "interaction_execution_accuracy", "n_interactions")
 
@@ -474,10 +490,16 @@ def write_outputs(results: Sequence[Scored], paths: OutputPaths, *, title: str,
 
 def settings_line(config: EvalConfig) -> str:
     return (f"Per-query timeout {config.timeout_s:g} s, at most {config.max_rows} rows, "
-            f"DISTINCT {'kept' if config.keep_distinct else 'removed (official default)'}.")
+            f"DISTINCT {'kept' if config.keep_distinct else 'removed (official default)'}"
+            + (", gold values plugged in (test-suite accuracy)" if config.plug_value else "")
+            + ".")
 
 
 def as_dict(r: Scored) -> dict[str, Any]:
-    return asdict(r)
+    d = asdict(r)
+    for key in ("test_suite", "test_suite_failed_on"):  # absent where no suite was scored
+        if d[key] is None:
+            del d[key]
+    return d
 
 
