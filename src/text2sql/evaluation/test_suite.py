@@ -138,7 +138,7 @@ class SuiteTask:
     gold_rows: tuple[list[tuple], ...]
     ordered: bool
     plug_value: bool
-    known_right_on_own: bool  # the prediction already matched on databases[0]
+    right_on_own: bool  # its verdict on databases[0], known from execution accuracy
     keep_distinct: bool
     timeout_s: float
     max_rows: int
@@ -169,7 +169,7 @@ def _run_suite(task: SuiteTask) -> tuple[bool, str | None]:
     """``(right on every database, the first database it failed on)``; with plug_value the
     prediction as written, then each plugged candidate (``exec_eval.py`` lines 207-242)."""
     pred = prepare_for_execution(task.pred, task.keep_distinct)
-    failed = _fails_on(task, pred, task.known_right_on_own)
+    failed = _fails_on(task, pred, True) if task.right_on_own else task.databases[0]
     if failed is None or not task.plug_value:
         return failed is None, failed
     gold = prepare_for_execution(task.gold, task.keep_distinct)
@@ -224,7 +224,10 @@ def score_test_suites(items: Sequence, scored: Sequence, config,
 
     hard_timeout_s = hard_timeout(config.timeout_s)
     known = known or {}
-    unique = [key for key in suite_gold_queries(needs_gold, suites) if key not in known]
+    # Sorted by database: a worker keeps a few connections open (cached_connection), and
+    # opening one costs more than most Spider queries.
+    unique = sorted((key for key in suite_gold_queries(needs_gold, suites) if key not in known),
+                    key=lambda key: key[0])
     tasks = [(db, gold, config.keep_distinct, config.timeout_s, config.max_rows)
              for db, gold in unique]
     with _progress(len(tasks), "test-suite gold queries", config.progress) as bar:
@@ -249,7 +252,8 @@ def score_test_suites(items: Sequence, scored: Sequence, config,
                                           if gold_results[(db, item.gold)] is None)
         elif id(item) not in running:
             scored_of[id(item)].test_suite = True
-    run = [(item, s) for item, s in needs_run if gold_rows(item) is not None]
+    run = sorted(((item, s) for item, s in needs_run if gold_rows(item) is not None),
+                 key=lambda pair: pair[0].db_path)
     suite_tasks = [SuiteTask(item.gold, item.pred, suites[item.db_path], gold_rows(item),
                              order_matters(item.gold), config.plug_value,
                              s.outcome == CORRECT, config.keep_distinct, config.timeout_s,
