@@ -50,7 +50,7 @@ GOLD = "SELECT name FROM singer WHERE age > 30"
 def test_right_on_the_original_but_wrong_on_a_copy_is_wrong(concert):
     items = [_item(concert, GOLD, GOLD, 0),
              _item(concert, GOLD, "SELECT name FROM singer WHERE age >= 35", 1),  # right on both
-             _item(concert, GOLD, "SELECT name FROM singer WHERE name != 'Dan'", 2),  # original only
+             _item(concert, GOLD, "SELECT name FROM singer WHERE name != 'Dan'", 2),  # 1st only
              _item(concert, GOLD, "SELECT name FROM singer WHERE age > 40", 3)]  # wrong on both
     results = score_items(items, CONFIG)
     assert [r.outcome for r in results] == ["correct", "correct", "correct", "wrong_result"]

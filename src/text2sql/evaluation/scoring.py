@@ -447,9 +447,9 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
 
 # The headline metrics (metrics/eval.json): what `dvc exp show` and `dvc metrics diff`
 # lead with. The breakdown by difficulty and outcome goes to its own file.
-HEADLINE_METRICS = ("execution_accuracy", "test_suite_accuracy", "exact_set_match", "normalized_match", "valid_sql_rate",
+HEADLINE_METRICS = ("execution_accuracy", "exact_set_match", "normalized_match", "valid_sql_rate",
                     "n", "gold_errors", "skipped_missing_database", "question_execution_accuracy",
-                    "interaction_execution_accuracy", "n_interactions")
+                    "interaction_execution_accuracy", "n_interactions", "test_suite_accuracy")
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,15 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from text2sql.evaluation.compare import order_matters, prepare_for_execution, results_match
 from text2sql.io import DataError
 from text2sql.sql.sqlite import ExecResult, cached_connection, execute, hard_timeout
 from text2sql.sql.workerpool import TaskFailed, heartbeat, run_tasks
+
+if TYPE_CHECKING:  # scoring imports this module where it runs; types only here
+    from text2sql.evaluation.scoring import EvalConfig, EvalItem, Scored
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Candidates tried per prediction with plug_value at most (the official code has no bound:
@@ -181,7 +185,7 @@ def _run_suite(task: SuiteTask) -> tuple[bool, str | None]:
 
 # --- the parent's side --------------------------------------------------------------------
 
-def suite_gold_queries(items: Sequence, suites: Mapping[str, tuple[str, ...]]
+def suite_gold_queries(items: Sequence[EvalItem], suites: Mapping[str, tuple[str, ...]]
                        ) -> list[tuple[str, str]]:
     """The distinct (database file, gold SQL) pairs the suites of ``items`` need: the gold
     cache, each runs once whatever the number of predictions of that gold."""
@@ -189,7 +193,7 @@ def suite_gold_queries(items: Sequence, suites: Mapping[str, tuple[str, ...]]
                               for db in suites[item.db_path]))
 
 
-def score_test_suites(items: Sequence, scored: Sequence, config,
+def score_test_suites(items: Sequence[EvalItem], scored: Sequence[Scored], config: EvalConfig,
                       known: Mapping[tuple[str, str], ExecResult] | None = None) -> None:
     """Set ``test_suite`` and ``test_suite_failed_on`` of each scored example when some
     folder holds a test suite or ``config.plug_value`` is on; else leave them ``None``.
@@ -197,17 +201,17 @@ def score_test_suites(items: Sequence, scored: Sequence, config,
     ``items`` are :class:`~text2sql.evaluation.scoring.EvalItem` and ``scored`` their
     :class:`~text2sql.evaluation.scoring.Scored`, as ``score_items`` made them. A gold
     query that fails on a database of the suite leaves ``test_suite`` ``None`` and names that
-    database (counted as ``test_suite_gold_errors``): the official evaluator stops on it. ``known``: gold
-    results already run, by (database file, gold SQL), run again no more.
+    database (counted as ``test_suite_gold_errors``): the official evaluator stops on it.
+    ``known``: gold results already run, by (database file, gold SQL), not run again.
     """
     from text2sql.evaluation.scoring import CORRECT, GOLD_ERROR, _progress, runs_as_gold
 
-    folders: dict[str, tuple[str, ...]] = {}
     suites: dict[str, tuple[str, ...]] = {}
     todo = [(item, s) for item, s in zip(items, scored) if s.outcome != GOLD_ERROR]
-    for item, _ in todo:
+    for item, _ in todo:  # test_suite false (with plug_value): the own database only
         if item.db_path not in suites:
-            suites[item.db_path] = folders.setdefault(item.db_path, suite_databases(item.db_path))
+            suites[item.db_path] = suite_databases(item.db_path) if config.test_suite \
+                else (item.db_path,)
     if not config.plug_value and all(len(s) == 1 for s in suites.values()):
         return  # one database per db_id: test-suite accuracy would be EX; not reported
     needs_run, needs_gold = [], []
@@ -238,7 +242,7 @@ def score_test_suites(items: Sequence, scored: Sequence, config,
         ok = isinstance(answer, ExecResult) and answer.ok and not answer.truncated
         gold_results[key] = (answer.rows or []) if ok else None
 
-    def gold_rows(item) -> tuple[list[tuple], ...] | None:
+    def gold_rows(item: EvalItem) -> tuple[list[tuple], ...] | None:
         rows = tuple(gold_results[(db, item.gold)] for db in suites[item.db_path])
         return None if any(r is None for r in rows) else rows  # type: ignore[return-value]
 
@@ -269,7 +273,7 @@ def score_test_suites(items: Sequence, scored: Sequence, config,
         s.test_suite_failed_on = failed and Path(failed).name
 
 
-def test_suite_metrics(scorable: Sequence, levels: Sequence[str]) -> dict[str, float]:
+def test_suite_metrics(scorable: Sequence[Scored], levels: Sequence[str]) -> dict[str, float]:
     """``test_suite_accuracy`` (over the examples with a verdict), ``test_suite_gold_errors``
     and ``test_suite_accuracy_L`` per difficulty level; empty when no example has a verdict."""
     judged = [r for r in scorable if r.test_suite is not None]
@@ -277,8 +281,10 @@ def test_suite_metrics(scorable: Sequence, levels: Sequence[str]) -> dict[str, f
                       for r in scorable)
     if not judged and not gold_errors:
         return {}
-    rate = lambda group: round(sum(r.test_suite for r in group) / len(group), 4) \
-        if group else 0.0  # noqa: E731
+
+    def rate(group: list[Scored]) -> float:
+        return round(sum(bool(r.test_suite) for r in group) / len(group), 4) if group else 0.0
+
     metrics: dict[str, float] = {"test_suite_accuracy": rate(judged),
                                  "test_suite_gold_errors": gold_errors}
     for level in levels:
