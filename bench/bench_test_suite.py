@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="N for the workers=N row (default: one per core)")
     parser.add_argument("--plug-value", action="store_true")
+    parser.add_argument("--timeout", type=float, default=5.0,
+                        help="ours: seconds per query (the official code cannot stop one)")
     parser.add_argument("--official", type=Path, default=os.environ.get("TEST_SUITE_SQL_EVAL"),
                         help="a checkout of taoyds/test-suite-sql-eval (default: "
                              "$TEST_SUITE_SQL_EVAL); without it only ours runs")
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         for workers, suite_on in [*((w, True) for w in dict.fromkeys((1, args.workers))),
                                   (1, False)]:
             start = time.perf_counter()
-            results = score_items(items, EvalConfig(workers=workers, progress=False,
+            results = score_items(items, EvalConfig(timeout_s=args.timeout, workers=workers,
+                                                    progress=False,
                                                     plug_value=args.plug_value,
                                                     test_suite=suite_on))
             seconds = time.perf_counter() - start

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -180,7 +181,10 @@ needs_official = pytest.mark.skipif(
 def test_agrees_with_the_official_evaluator_on_spider_train(tmp_path, plug_value):
     from tests.exact_set_match_pairs import pairs
 
-    train = json.loads((SPIDER_TRAIN / "train_spider.json").read_text())[:300]
+    # 200 questions drawn over all databases (the first ones are mostly bike_1's, slow to
+    # run officially with plug_value); the full run is in docs/evaluation.md.
+    train = random.Random(0).sample(json.loads((SPIDER_TRAIN / "train_spider.json").read_text()),
+                                    200)
     suite = tmp_path / "suite"
     build_test_suite(SPIDER_TRAIN, suite, copies=3, db_ids=sorted({e["db_id"] for e in train}))
     rows = list(pairs(train))
