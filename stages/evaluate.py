@@ -5,11 +5,13 @@
     dvc plots show metrics/eval_by_difficulty.csv
     dvc exp run -S evaluate.timeout_s=10 -S evaluate.keep_distinct=true
     dvc exp run -S evaluate.semantics=bird -S evaluate.ves_repeats=10   # BIRD's EX, Soft-F1, R-VES
+    dvc exp run -S evaluate.plug_value=true   # test-suite accuracy with gold values plugged in
     python stages/evaluate.py           # the same, outside DVC
 
 Reads the ``evaluate:`` section of params.yaml, ``data/prepared/eval.jsonl`` and
 ``data/predictions/eval.jsonl``. Writes the per-example ``data/evaluation/results.jsonl``,
-the headline ``metrics/eval.json`` (execution accuracy, Spider's exact set match, normalized
+the headline ``metrics/eval.json`` (execution accuracy, where a database folder holds a test
+suite Spider's test-suite accuracy, Spider's exact set match, normalized
 match, valid SQL rate, n; for multi-turn data also question- and interaction-level execution
 accuracy), ``metrics/eval_breakdown.json`` (the bootstrap interval of execution accuracy, by
 difficulty and by outcome; for conversations, by turn), the plot data
@@ -88,7 +90,8 @@ def main(params: EvaluateParams) -> None:
     config = EvalConfig(timeout_s=params.timeout_s, max_rows=params.max_rows,
                         workers=params.workers, keep_distinct=params.keep_distinct,
                         gold_timeout_s=params.gold_timeout_s,
-                        bird=BirdConfig(params.ves_repeats, params.ves_timeout_s) if bird else None)
+                        bird=BirdConfig(params.ves_repeats, params.ves_timeout_s) if bird else None,
+                        test_suite=params.test_suite, plug_value=params.plug_value)
     settings = settings_line(config) + version_note(files)
     if files:
         print(f"evaluate: a BIRD split, scored with {'BIRD' if bird else 'Spider'}'s semantics;"
@@ -104,6 +107,8 @@ def main(params: EvaluateParams) -> None:
         print(f"evaluate: BIRD's Soft-F1 {metrics['soft_f1']}"
               + (f", R-VES {metrics['r_ves']} (machine-dependent)" if "r_ves" in metrics else "")
               + f"; {metrics['gold_timeouts']} gold queries over {params.gold_timeout_s:g} s")
+    if "test_suite_accuracy" in metrics:
+        print(f"evaluate: test-suite accuracy {metrics['test_suite_accuracy']}")
     if "interaction_execution_accuracy" in metrics:
         print(f"evaluate: question execution accuracy {metrics['question_execution_accuracy']}, "
               f"interaction execution accuracy {metrics['interaction_execution_accuracy']} "

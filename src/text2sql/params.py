@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from text2sql.io import DataError
 
@@ -210,6 +210,8 @@ class EvaluateParams(Section):
     workers: int = Field(0, ge=0)
     keep_distinct: bool = False
     report_examples: int = Field(3, ge=0)
+    test_suite: StrictBool = True  # every database of a database/<db_id>/*.sqlite folder
+    plug_value: StrictBool = False  # test-suite accuracy with gold values plugged in
     # BIRD's metrics (text2sql.evaluation.bird): auto follows the dataset's layout
     semantics: Literal["auto", "spider", "bird"] = "auto"
     gold_timeout_s: float = Field(30.0, gt=0)

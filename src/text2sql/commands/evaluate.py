@@ -77,6 +77,12 @@ def register(subparsers: Any) -> None:
                         "uses 100; machine-dependent); 0: no R-VES (default: %(default)s)")
     p.add_argument("--ves-timeout", type=float, default=3.0, metavar="S",
                    help="seconds per R-VES timing (default: %(default)s)")
+    p.add_argument("--plug-value", action="store_true",
+                   help="test-suite accuracy with the gold query's values plugged into the "
+                        "prediction, as the official evaluator's --plug_value")
+    p.add_argument("--no-test-suite", action="store_true",
+                   help="score on each example's own database only, even where its folder "
+                        "holds a test suite (several *.sqlite files)")
     p.add_argument("--examples", type=int, default=3, metavar="N",
                    help="failed examples per outcome in report.md (default: %(default)s)")
     p.add_argument("--skip-missing-databases", action="store_true",
@@ -275,7 +281,8 @@ def run(args: argparse.Namespace) -> int:
     config = EvalConfig(timeout_s=args.timeout, max_rows=args.max_rows, workers=args.workers,
                         keep_distinct=args.keep_distinct, progress=not args.no_progress,
                         gold_timeout_s=args.gold_timeout,
-                        bird=bird_config if bird else None)
+                        bird=bird_config if bird else None,
+                        test_suite=not args.no_test_suite, plug_value=args.plug_value)
     results = score_items(items, config)
     paths = OutputPaths(**{k: args.out / v for k, v in OUTPUT_NAMES.items()})
     title = f"Evaluation of {args.predictions.name} on {args.dataset.name}/{args.split}"

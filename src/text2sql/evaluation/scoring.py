@@ -87,6 +87,8 @@ class EvalConfig:
     progress: bool = True
     bird: BirdConfig | None = None  # None: Spider's semantics
     gold_timeout_s: float | None = None  # None: timeout_s
+    test_suite: bool = True  # score on every database of a test-suite folder (test_suite.py)
+    plug_value: bool = False  # test-suite accuracy with the gold values plugged in
 
 
 @dataclass
@@ -108,6 +110,9 @@ class Scored:
     bird_difficulty: str | None = None
     soft_f1: float | None = None  # BIRD semantics only
     ves_reward: float | None = None  # BIRD semantics with R-VES timed only
+    test_suite: bool | None = None  # right on every database of the suite (None: not scored)
+    test_suite_failed_on: str | None = None  # the first database of the suite it is wrong on
+    # (with test_suite None: the one the gold query fails on)
 
 
 @dataclass(frozen=True)
@@ -274,9 +279,15 @@ def score_items(items: Sequence[EvalItem], config: EvalConfig = EvalConfig()) ->
             s.seconds = round(s.seconds, 4)
         if config.bird and s.outcome != CORRECT:
             s.soft_f1 = s.soft_f1 or 0.0
+    results = [s for s in scored if s is not None]
     if config.bird and config.bird.ves_repeats:
-        _time_correct(items, [s for s in scored if s is not None], config)
-    return [s for s in scored if s is not None]
+        _time_correct(items, results, config)
+    if config.bird is None and (config.test_suite or config.plug_value):  # Spider's own metric
+        from text2sql.evaluation.test_suite import score_test_suites  # it imports this module
+
+        known = {key: g.result for key, g in zip(unique, gold) if not isinstance(g, TaskFailed)}
+        score_test_suites(items, results, config, known)
+    return results
 
 
 def _time_correct(items: Sequence[EvalItem], scored: list[Scored], config: EvalConfig) -> None:
@@ -357,6 +368,9 @@ def summarize(results: Iterable[Scored]) -> dict[str, float]:
         metrics[f"n_{level}"] = len(group)
     for outcome in OUTCOMES:
         metrics[f"outcome_{outcome}"] = counts[outcome]
+    from text2sql.evaluation.test_suite import test_suite_metrics  # it imports this module
+
+    metrics.update(test_suite_metrics(scorable, levels))
     return metrics
 
 
@@ -431,6 +445,8 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
         lines += [settings, ""]
     lines += ["| metric | value |", "|---|---|",
               f"| execution accuracy | **{pct(metrics['execution_accuracy'])}** |",
+              *([f"| test-suite accuracy (Spider's) | {pct(metrics['test_suite_accuracy'])} |"]
+                if "test_suite_accuracy" in metrics else []),
               f"| exact set match (Spider's) | {pct(metrics['exact_set_match'])} |",
               f"| normalized match | {pct(metrics['normalized_match'])} |",
               *([f"| Soft-F1 (BIRD's) | {pct(metrics['soft_f1'])} |"] if "soft_f1" in metrics
@@ -498,7 +514,7 @@ def render_report(results: Sequence[Scored], metrics: Mapping[str, float], *,
 HEADLINE_METRICS = ("execution_accuracy", "exact_set_match", "normalized_match", "valid_sql_rate",
                     "soft_f1", "r_ves", "n", "gold_errors", "skipped_missing_database",
                     "question_execution_accuracy", "interaction_execution_accuracy",
-                    "n_interactions")
+                    "n_interactions", "test_suite_accuracy")
 
 
 @dataclass(frozen=True)
@@ -543,19 +559,23 @@ def settings_line(config: EvalConfig) -> str:
             f"{config.max_rows} rows, ")
     if config.bird is None:
         return line + (f"Spider's semantics, DISTINCT "
-                       f"{'kept' if config.keep_distinct else 'removed (official default)'}.")
+                       f"{'kept' if config.keep_distinct else 'removed (official default)'}"
+                       + (", gold values plugged in (test-suite accuracy)" if config.plug_value
+                          else "") + ".")
     timed = (f"R-VES from {config.bird.ves_repeats} timings of at most "
              f"{config.bird.ves_timeout_s:g} s each" if config.bird.ves_repeats
              else "R-VES not timed (evaluate.ves_repeats: 0)")
     return line + f"BIRD's semantics (set equality, queries as written), {timed}."
 
 
-_BIRD_FIELDS = ("bird_difficulty", "soft_f1", "ves_reward")  # left out of a row when unset
+# Left out of a row when unset: BIRD's (Spider semantics) and the test suite's (no suite scored)
+_OPTIONAL_FIELDS = ("bird_difficulty", "soft_f1", "ves_reward", "test_suite",
+                    "test_suite_failed_on")
 
 
 def as_dict(r: Scored) -> dict[str, Any]:
     row = asdict(r)
-    for key in _BIRD_FIELDS:
+    for key in _OPTIONAL_FIELDS:
         if row[key] is None:
             del row[key]
     return row
