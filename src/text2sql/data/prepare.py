@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import islice
 from typing import Any
 
@@ -82,14 +82,11 @@ class PrepareStats:
 
     def merge(self, other: PrepareStats) -> None:
         """Add the counts of ``other`` (the next examples of the same split) to these."""
-        for name in ("read", "n", "gold_tables", "gold_tables_found", "gold_unparsed",
-                     "full_schema", "tables_shown", "prompt_tokens_sum",
-                     "full_prompt_tokens_sum", "schema_tokens_sum", "full_schema_tokens_sum",
-                     "follow_ups", "history_turns_sum", "history_turns_cut"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.prompt_tokens_max = max(self.prompt_tokens_max, other.prompt_tokens_max)
-        self.full_prompt_tokens_max = max(self.full_prompt_tokens_max,
-                                          other.full_prompt_tokens_max)
+        for f in fields(self):  # every count adds up, every *_max is the larger one
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, int) and f.name != "max_kept_drops":
+                setattr(self, f.name, max(mine, theirs) if f.name.endswith("_max")
+                        else mine + theirs)
         self.dropped.update(other.dropped)
         room = self.max_kept_drops - len(self.dropped_examples)
         self.dropped_examples += other.dropped_examples[:max(0, room)]
