@@ -4,6 +4,8 @@
     dvc exp run -S prepare.path=../spider -S prepare.schema_format=compact
     dvc exp run -S prepare.source=jsonl -S prepare.path=data/my.jsonl -S prepare.db_dir=data/dbs
     dvc exp run -S prepare.source=sparc -S prepare.path=data/sample-sparc   # conversations
+    dvc exp run -S prepare.source=synsql -S prepare.path=../SynSQL-2.5M -S prepare.answer=reasoning \
+        -S prepare.workers=0 -S prepare.eval_fraction=0.01   # OmniSQL's data, chain of thought
     python stages/prepare.py            # the same, outside DVC
 
 Reads the ``prepare:`` section of params.yaml. Writes ``data/prepared/train.jsonl``,
@@ -43,7 +45,8 @@ def main(params: PrepareParams) -> None:
                             unit=" examples", disable=None)
             write_jsonl(tmp / f"{name}.jsonl",
                         prepare_examples(examples, ds.schemas, options=options,
-                                         check_gold=params.check_gold, stats=stats))
+                                         check_gold=params.check_gold, stats=stats,
+                                         workers=params.workers))
             stats.drop_conversations(ds.bad)  # multi-turn input left out by the loader
             if stats.n == 0:
                 raise DataError(f"{params.path}: the {name} split has no usable example "

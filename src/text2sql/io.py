@@ -6,6 +6,7 @@ place, so a run that fails halfway leaves the previous outputs intact.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
@@ -152,3 +153,108 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             yield lineno, obj
+
+
+JSON_CHUNK = 1 << 20  # bytes read at a time by iter_json_array
+MAX_JSON_ITEM = 64 << 20  # the largest element iter_json_array accepts, in characters
+_JSON_SPACE = " \t\n\r"
+
+
+def iter_json_array(path: str | Path, chunk: int = JSON_CHUNK, max_item: int = MAX_JSON_ITEM
+                    ) -> Iterator[tuple[int, int, Any]]:
+    """Stream ``(index, line_number, element)`` of a file holding one JSON array.
+
+    The file is read ``chunk`` bytes at a time and each element decoded by the standard
+    library's C decoder as soon as it is whole, so memory holds one chunk plus the element
+    being read (at most ``max_item`` characters), never the array. Errors name the file,
+    the line and the element.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    buf, pos, read_bytes, eof = "", 0, 0, False
+    line, counted = 1, 0  # the line number at buf[counted]: lines are counted once, onwards
+
+    def line_at(p: int) -> int:
+        nonlocal line, counted
+        if p < counted:
+            return line - buf.count("\n", p, counted)
+        line += buf.count("\n", counted, p)
+        counted = p
+        return line
+
+    with path.open("rb") as f:
+        def more() -> bool:
+            """Append the next chunk to ``buf`` (dropping what is consumed); False at EOF."""
+            nonlocal buf, pos, read_bytes, eof, counted
+            if eof:
+                return False
+            raw = f.read(chunk)
+            try:
+                text = utf8.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}: not valid UTF-8 at byte {read_bytes + e.start}") from None
+            if not raw:  # positions in buf stay valid for the caller's message
+                eof = True
+                return False
+            read_bytes += len(raw)
+            line_at(pos)
+            buf, pos, counted = buf[pos:] + text, 0, 0
+            return True
+
+        def skip_space() -> str:
+            """The next non-blank character (reading on as needed), or "" at the end."""
+            nonlocal pos
+            while True:
+                while pos < len(buf) and buf[pos] in _JSON_SPACE:
+                    pos += 1
+                if pos < len(buf):
+                    return buf[pos]
+                if not more():
+                    return ""
+
+        if skip_space() != "[":
+            raise DataError(f"{path}:{line_at(pos)}: expected a JSON array of examples "
+                            "([{...}, {...}])")
+        pos += 1
+        index = 0
+        while True:
+            c = skip_space()
+            if c == "]" and index == 0:
+                pos += 1
+                break
+            if index > 0:
+                if c == "]":
+                    pos += 1
+                    break
+                if c != ",":
+                    raise DataError(f"{path}:{line_at(pos)}: expected ',' or ']' after element "
+                                    f"{index - 1}, got {c!r}" if c else
+                                    f"{path}: the array ends early, after element {index - 1} "
+                                    "(a truncated file?)")
+                pos += 1
+                skip_space()
+            while True:
+                try:
+                    element, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError as e:
+                    # A cut element fails at the buffer's end, or in a string still open
+                    # there; an error well before it is in the file.
+                    cut = e.pos >= len(buf) - 16 or e.msg.startswith("Unterminated string")
+                    if not cut or len(buf) - pos > max_item or not more():
+                        where = (f"{path}:{line_at(e.pos)}" if e.pos < len(buf) else
+                                 f"{path}: at the end")
+                        raise DataError(f"{where}: element {index}: invalid JSON ({e.msg})"
+                                        + (f", or larger than {max_item:,} characters"
+                                           if len(buf) - pos > max_item else "")) from None
+                    continue
+                if end < len(buf) or eof:
+                    break
+                more()  # a number cut by the chunk's end would decode: make sure it ended
+            yield index, line_at(pos), element
+            pos = end
+            index += 1
+        if skip_space():
+            raise DataError(f"{path}:{line_at(pos)}: text after the end of the JSON array")

@@ -24,6 +24,9 @@ FkParents = Literal["never", "single", "always"]
 # (prepare.value_retrieval): the definitions text2sql.data.prompts checks against.
 SchemaFormat = Literal["ddl", "compact", "mschema"]
 ValueRetrieval = Literal["exact", "fuzzy"]
+# What the assistant answer holds (prepare.answer): the SQL alone, or a chain of thought and
+# then the SQL in a ```sql block (OmniSQL's format); the definition text2sql.data.prompts reads.
+Answer = Literal["sql", "reasoning"]
 
 
 class Section(BaseModel):
@@ -37,10 +40,11 @@ class ColumnParams(Section):
     query: str = "query"
     db_id: str = "db_id"
     evidence: str | None = "evidence"
+    cot: str | None = "cot"  # the chain of thought, read with prepare.answer: reasoning
 
 
 class PrepareParams(Section):
-    source: Literal["spider", "bird", "jsonl", "hf", "sparc"] = "spider"
+    source: Literal["spider", "bird", "jsonl", "hf", "sparc", "synsql"] = "spider"
     path: str = "data/sample"
     tables: str | None = None
     db_dir: str | None = None
@@ -63,6 +67,8 @@ class PrepareParams(Section):
     max_history_turns: int = Field(5, ge=0)  # earlier turns of a conversation in a prompt
     max_history_tokens: int = Field(400, ge=0)  # ... and at most this many tokens of them
     check_gold: bool = True
+    answer: Answer = "sql"  # the assistant answer: sql | reasoning (chain of thought, then SQL)
+    workers: int = Field(1, ge=0)  # processes preparing examples (0: one per core); same output
     max_train_examples: int | None = Field(None, ge=1)
     max_eval_examples: int | None = Field(None, ge=1)
 

@@ -116,6 +116,7 @@ def load_split(dataset: Path, split: str, layout: str, skip_missing: bool = Fals
 def _read_jsonl(path: Path, examples: list[Any], left_out: frozenset[str] = frozenset()
                 ) -> tuple[dict[int, str], int]:
     from text2sql.io import iter_jsonl
+    from text2sql.sql.extract import answer_sql
 
     by_id = {e.id: k for k, e in enumerate(examples) if e is not None}
     first_id = next(e.id for e in examples if e is not None)
@@ -172,7 +173,7 @@ def _read_jsonl(path: Path, examples: list[Any], left_out: frozenset[str] = froz
             raise DataError(f"{where}: db_id {row['db_id']!r} but example {examples[k].id} is "
                             f"on {examples[k].db_id!r}")
         taken[k] = lineno
-        preds[k] = sql or ""
+        preds[k] = answer_sql(sql or "")  # a whole answer that reasons first: its final SQL
     return preds, lines
 
 

@@ -10,14 +10,22 @@ database, which are reported and counted.
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from itertools import islice
 from typing import Any
 
-from text2sql.data.prompts import PromptOptions, count_tokens, make_prompt, schema_examples
+from text2sql.data.prompts import (
+    PromptOptions,
+    count_tokens,
+    make_prompt,
+    reasoning_answer,
+    schema_examples,
+)
 from text2sql.data.prompts import schema_text as _schema_text
 from text2sql.data.sources import BadConversation, Example
+from text2sql.io import DataError
 from text2sql.sql.parse import referenced_tables, run_error
 from text2sql.sql.schema import Schema
 from text2sql.sql.sqlite import open_readonly
@@ -71,6 +79,19 @@ class PrepareStats:
         self.dropped[reason] += 1
         if len(self.dropped_examples) < self.max_kept_drops:
             self.dropped_examples.append(DroppedExample(ex.id, ex.db_id, reason, detail))
+
+    def merge(self, other: PrepareStats) -> None:
+        """Add the counts of ``other`` (the next examples of the same split) to these."""
+        for f in fields(self):  # every count adds up, every *_max is the larger one
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, int) and f.name != "max_kept_drops":
+                setattr(self, f.name, max(mine, theirs) if f.name.endswith("_max")
+                        else mine + theirs)
+        self.dropped.update(other.dropped)
+        room = self.max_kept_drops - len(self.dropped_examples)
+        self.dropped_examples += other.dropped_examples[:max(0, room)]
+        self.conversations |= other.conversations
+        self.bad_conversations += other.bad_conversations
 
     def drop_conversations(self, bad: list[BadConversation]) -> None:
         """Count conversations the loader left out for bad input (and list them)."""
@@ -155,89 +176,171 @@ def prepare_examples(
     check_gold: bool = True,
     stats: PrepareStats | None = None,
     options: PromptOptions | None = None,
+    workers: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """Yield one prompt/completion record per example, linking each to its tables.
 
-    ``options`` (when given) replaces the prompt keywords. With ``check_gold``,
-    an example whose gold SQL does not run on its database is dropped and
-    counted in ``stats`` with SQLite's message, not raised.
+    ``options`` (when given) replaces the prompt keywords; its ``answer`` says what the
+    completion holds (the SQL, or the example's chain of thought and then the SQL). With
+    ``check_gold``, an example whose gold SQL does not run on its database is dropped and
+    counted in ``stats`` with SQLite's message, not raised. ``workers`` > 1 (0: one per
+    core) prepares chunks of examples in that many processes: the same records in the same
+    order, and the same ``stats``.
     """
     if options is None:
         options = PromptOptions(schema_format, link_schema, full_schema_max_tables, link_values,
                                 value_hints, sample_rows, fk_parents)
     stats = stats if stats is not None else PrepareStats()
-    full_schema_cache: dict[str, int] = {}
-    conns = _Connections()
+    if workers == 0:
+        from text2sql.sql.workerpool import default_workers
+
+        workers = default_workers()
+    if workers > 1:
+        yield from _prepare_in_pool(examples, schemas, options, check_gold, stats, workers)
+        return
+    preparer = _Preparer(schemas, options, check_gold)
     try:
         for ex in examples:
-            stats.read += 1
-            if not ex.question.strip():
-                stats.drop(ex, "empty_question")
-                continue
-            if not ex.query.strip():
-                stats.drop(ex, "empty_query")
-                continue
-            if check_gold and ex.db_path:
-                error = run_error(conns.get(ex.db_path), ex.query)
-                if error is not None:
-                    stats.drop(ex, "gold_sql_error", error)
-                    continue
-            schema = schemas[ex.db_id]
-            linked = make_prompt(ex.question, schema, ex.db_path, ex.evidence, options,
-                                 ex.history)
-            prompt_tokens = sum(count_tokens(m["content"]) for m in linked.messages)
-            schema_tokens = count_tokens(linked.schema_text)
-            if ex.db_id not in full_schema_cache:
-                full_schema_cache[ex.db_id] = count_tokens(_full_schema_text(schema, ex, options))
-            full_schema_tokens = full_schema_cache[ex.db_id]
-            # Token counts add up over the prompt's parts, so the full-schema prompt's
-            # length is the linked one's with the schema part swapped.
-            full_prompt_tokens = prompt_tokens - schema_tokens + full_schema_tokens
-            stats.n += 1
-            stats.full_schema += linked.full_schema
-            stats.tables_shown += len(linked.tables)
-            stats.prompt_tokens_sum += prompt_tokens
-            stats.prompt_tokens_max = max(stats.prompt_tokens_max, prompt_tokens)
-            stats.full_prompt_tokens_sum += full_prompt_tokens
-            stats.full_prompt_tokens_max = max(stats.full_prompt_tokens_max, full_prompt_tokens)
-            stats.schema_tokens_sum += schema_tokens
-            stats.full_schema_tokens_sum += full_schema_tokens
-            gold = referenced_tables(ex.query)
-            if gold is None:
-                stats.gold_unparsed += 1
-            else:
-                shown = {t.lower() for t in linked.tables}
-                stats.gold_tables += len(gold)
-                stats.gold_tables_found += len(gold & shown)
-            row: dict[str, Any] = {
-                "id": ex.id,
-                "db_id": ex.db_id,
-                "db_path": ex.db_path,
-                "question": ex.question,
-                "query": ex.query,
-                "tables": linked.tables,
-                "prompt": linked.messages,
-                "completion": [{"role": "assistant", "content": ex.query}],
-            }
-            if ex.evidence:
-                row["evidence"] = ex.evidence
-            if ex.bird_sha256:  # a BIRD split: evaluate scores it as BIRD's evaluator does
-                row["bird_sha256"] = ex.bird_sha256
-                if ex.bird_difficulty:
-                    row["bird_difficulty"] = ex.bird_difficulty
-            if ex.turn is not None:
-                shown_from = len(ex.history) - linked.history_turns
-                # The turns behind the prompt's assistant messages, for infer.history=predicted.
-                row.update(conversation=ex.conversation, turn=ex.turn, history=[
-                    {"turn": shown_from + i, "question": t.question, "query": t.query}
-                    for i, t in enumerate(ex.history[shown_from:])])
-                stats.conversations.add(ex.conversation)
-                stats.follow_ups += ex.turn > 0
-                stats.history_turns_sum += linked.history_turns
-                stats.history_turns_cut += len(ex.history) - linked.history_turns
-            yield row
+            row = preparer.prepare(ex, stats)
+            if row is not None:
+                yield row
     finally:
-        conns.close()
+        preparer.close()
+
+
+class _Preparer:
+    """Prepares one example at a time, keeping what examples of a database share (its open
+    connection, its full schema's token count)."""
+
+    def __init__(self, schemas: Mapping[str, Schema], options: PromptOptions, check_gold: bool):
+        self.schemas, self.options, self.check_gold = schemas, options, check_gold
+        self.full_schema_tokens: dict[str, int] = {}
+        self.conns = _Connections()
+
+    def close(self) -> None:
+        self.conns.close()
+
+    def prepare(self, ex: Example, stats: PrepareStats) -> dict[str, Any] | None:
+        """The record of ``ex``, or ``None`` when it is dropped (and counted in ``stats``)."""
+        options = self.options
+        stats.read += 1
+        if not ex.question.strip():
+            stats.drop(ex, "empty_question")
+            return None
+        if not ex.query.strip():
+            stats.drop(ex, "empty_query")
+            return None
+        if options.answer == "reasoning" and ex.reasoning is None:
+            raise DataError(f"example {ex.id} ({ex.db_id}): prepare.answer is reasoning, but it "
+                            "has no chain of thought; set prepare.answer: sql")
+        if self.check_gold and ex.db_path:
+            error = run_error(self.conns.get(ex.db_path), ex.query)
+            if error is not None:
+                stats.drop(ex, "gold_sql_error", error)
+                return None
+        schema = self.schemas[ex.db_id]
+        linked = make_prompt(ex.question, schema, ex.db_path, ex.evidence, options, ex.history)
+        prompt_tokens = sum(count_tokens(m["content"]) for m in linked.messages)
+        schema_tokens = count_tokens(linked.schema_text)
+        if ex.db_id not in self.full_schema_tokens:
+            self.full_schema_tokens[ex.db_id] = count_tokens(_full_schema_text(schema, ex,
+                                                                               options))
+        full_schema_tokens = self.full_schema_tokens[ex.db_id]
+        # Token counts add up over the prompt's parts, so the full-schema prompt's
+        # length is the linked one's with the schema part swapped.
+        full_prompt_tokens = prompt_tokens - schema_tokens + full_schema_tokens
+        stats.n += 1
+        stats.full_schema += linked.full_schema
+        stats.tables_shown += len(linked.tables)
+        stats.prompt_tokens_sum += prompt_tokens
+        stats.prompt_tokens_max = max(stats.prompt_tokens_max, prompt_tokens)
+        stats.full_prompt_tokens_sum += full_prompt_tokens
+        stats.full_prompt_tokens_max = max(stats.full_prompt_tokens_max, full_prompt_tokens)
+        stats.schema_tokens_sum += schema_tokens
+        stats.full_schema_tokens_sum += full_schema_tokens
+        gold = referenced_tables(ex.query)
+        if gold is None:
+            stats.gold_unparsed += 1
+        else:
+            shown = {t.lower() for t in linked.tables}
+            stats.gold_tables += len(gold)
+            stats.gold_tables_found += len(gold & shown)
+        answer = ex.query if options.answer == "sql" else reasoning_answer(ex.reasoning, ex.query)
+        row: dict[str, Any] = {
+            "id": ex.id,
+            "db_id": ex.db_id,
+            "db_path": ex.db_path,
+            "question": ex.question,
+            "query": ex.query,
+            "tables": linked.tables,
+            "prompt": linked.messages,
+            "completion": [{"role": "assistant", "content": answer}],
+        }
+        if ex.evidence:
+            row["evidence"] = ex.evidence
+        if ex.bird_sha256:  # a BIRD split: evaluate scores it as BIRD's evaluator does
+            row["bird_sha256"] = ex.bird_sha256
+            if ex.bird_difficulty:
+                row["bird_difficulty"] = ex.bird_difficulty
+        if ex.turn is not None:
+            shown_from = len(ex.history) - linked.history_turns
+            # The turns behind the prompt's assistant messages, for infer.history=predicted.
+            row.update(conversation=ex.conversation, turn=ex.turn, history=[
+                {"turn": shown_from + i, "question": t.question, "query": t.query}
+                for i, t in enumerate(ex.history[shown_from:])])
+            stats.conversations.add(ex.conversation)
+            stats.follow_ups += ex.turn > 0
+            stats.history_turns_sum += linked.history_turns
+            stats.history_turns_cut += len(ex.history) - linked.history_turns
+        return row
+
+
+# ------------------------------------------------------------- in processes
+
+CHUNK_SIZE = 256  # examples sent to a worker at once
+_worker_preparer: _Preparer | None = None  # in a worker process: its preparer
+
+
+def _start_worker(schemas: Mapping[str, Schema], options: PromptOptions, check_gold: bool) -> None:
+    global _worker_preparer
+    _worker_preparer = _Preparer(schemas, options, check_gold)
+
+
+def _prepare_chunk(chunk: list[Example]) -> tuple[list[dict[str, Any]], PrepareStats]:
+    assert _worker_preparer is not None, "a worker prepares only after _start_worker"
+    stats = PrepareStats()
+    rows = [row for ex in chunk if (row := _worker_preparer.prepare(ex, stats)) is not None]
+    return rows, stats
+
+
+def _prepare_in_pool(examples: Iterable[Example], schemas: Mapping[str, Schema],
+                     options: PromptOptions, check_gold: bool, stats: PrepareStats,
+                     workers: int) -> Iterator[dict[str, Any]]:
+    """``prepare_examples`` in ``workers`` processes (``multiprocessing.Pool``), in order.
+
+    The examples are read here, in the parent (a reading error stops the run with its file
+    and line), and at most ``2 x workers`` chunks are out at once, so memory stays bounded
+    however long the input is (``Pool.imap`` would read the whole input ahead). Each chunk's
+    counts are added to ``stats`` in input order, so they equal a one-process run's.
+    """
+    from text2sql.sql.workerpool import pool_context
+
+    window = 2 * workers
+    pending: deque = deque()
+
+    def collect() -> Iterator[dict[str, Any]]:
+        rows, chunk_stats = pending.popleft().get()
+        stats.merge(chunk_stats)
+        yield from rows
+
+    with pool_context().Pool(workers, _start_worker, (schemas, options, check_gold)) as pool:
+        it = iter(examples)
+        while chunk := list(islice(it, CHUNK_SIZE)):
+            pending.append(pool.apply_async(_prepare_chunk, (chunk,)))
+            if len(pending) >= window:
+                yield from collect()
+        while pending:
+            yield from collect()
 
 
 def _full_schema_text(schema: Schema, ex: Example, options: PromptOptions) -> str:
@@ -264,6 +367,7 @@ def prompt_options(params: Any) -> PromptOptions:
         fk_parents=params.fk_parents,
         max_history_turns=params.max_history_turns,
         max_history_tokens=params.max_history_tokens,
+        answer=params.answer,
     )
 
 
@@ -290,17 +394,16 @@ def load_splits(params: Any, root: str | None = None) -> tuple[Any, Any]:
         params.eval_fraction, params.seed, tables=resolve(params.tables),
         db_dir=resolve(params.db_dir), hf_config=params.hf_config,
         columns=c,
-        hub=params.hub, revision=params.revision,
+        hub=params.hub, revision=params.revision, reasoning=params.answer == "reasoning",
     )
 
 
 def prepare_in_memory(params: Any, root: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Both splits prepared as the stage prepares them (same params, limits and linking),
     in memory and without writing anything: for tests and benchmarks."""
-    from itertools import islice
-
     train, evals = load_splits(params, root=root)
-    kw = dict(options=prompt_options(params), check_gold=params.check_gold)
+    kw = dict(options=prompt_options(params), check_gold=params.check_gold,
+              workers=params.workers)
     return {
         "train": list(prepare_examples(islice(train.examples, params.max_train_examples),
                                        train.schemas, **kw)),

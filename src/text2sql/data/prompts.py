@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol, get_args
 
 from text2sql.data.linking import add_fk_parents, select_tables
-from text2sql.params import SchemaFormat, ValueRetrieval
+from text2sql.params import Answer, SchemaFormat, ValueRetrieval
 from text2sql.sql.schema import Schema, to_compact, to_ddl, to_mschema
 
 SCHEMA_FORMATS = get_args(SchemaFormat)
@@ -51,6 +51,37 @@ SYSTEM_PROMPT = (
     "You translate questions into SQLite queries. Answer with a single SQL query "
     "that uses only the tables given."
 )
+# prepare.answer: reasoning. OmniSQL's answer format: the steps, then the query in a
+# ```sql block (its process_dataset.py prompt asks for exactly that).
+REASONING_SYSTEM_PROMPT = (
+    "You translate questions into SQLite queries that use only the tables given. Think "
+    "step by step, then give the final SQL query in a ```sql code block."
+)
+ANSWERS = get_args(Answer)
+_SQL_BLOCK = re.compile(r"```sql\s*(.*?)\s*```", re.S | re.I)
+
+
+def system_prompt(answer: str = "sql") -> str:
+    """The system instruction for an answer format (``prepare.answer``)."""
+    return REASONING_SYSTEM_PROMPT if answer == "reasoning" else SYSTEM_PROMPT
+
+
+def reasoning_answer(reasoning: str, sql: str) -> str:
+    """The assistant answer for ``prepare.answer: reasoning``: the chain of thought, then
+    ``sql`` in a ```sql block.
+
+    A chain of thought whose last ```sql block is already ``sql`` (SynSQL's ``cot`` is
+    written so) is kept as it is; any other gets the block appended.
+    """
+    text = reasoning.strip()
+    blocks = _SQL_BLOCK.findall(text)
+    if blocks and _same_text(blocks[-1], sql):
+        return text
+    return f"{text}\n\n```sql\n{sql.strip()}\n```"
+
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()).rstrip(";").strip() == " ".join(b.split()).rstrip(";").strip()
 
 
 def format_values(values: list[tuple[str, str, str]]) -> str:
@@ -72,11 +103,11 @@ def build_user_message(question: str, schema_text: str, evidence: str | None = N
 
 def build_prompt_messages(
     question: str, schema_text: str, evidence: str | None = None,
-    values: list[tuple[str, str, str]] | None = None,
+    values: list[tuple[str, str, str]] | None = None, answer: str = "sql",
 ) -> list[dict[str, str]]:
     """The conversation up to, not including, the assistant's answer."""
     return [
-        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "system", "content": system_prompt(answer)},
         {"role": "user", "content": build_user_message(question, schema_text, evidence, values)},
     ]
 
@@ -95,8 +126,11 @@ class PromptOptions:
     max_history_turns: int = 5        # earlier turns of a conversation shown, newest first
     max_history_tokens: int = 400     # ... and at most this many tokens of them (count_tokens)
     value_retrieval: str = "fuzzy"    # exact (stemmed words) | fuzzy (+ typos, forms, abbreviations)
+    answer: str = "sql"               # sql | reasoning (steps, then the SQL): the system prompt
 
     def __post_init__(self) -> None:
+        if self.answer not in ANSWERS:
+            raise ValueError(f"answer must be one of {', '.join(ANSWERS)}, got {self.answer!r}")
         if self.value_retrieval not in VALUE_RETRIEVAL:
             raise ValueError(f"value_retrieval must be one of {', '.join(VALUE_RETRIEVAL)}, "
                              f"got {self.value_retrieval!r}")
@@ -196,21 +230,21 @@ def make_prompt(question: str, schema: Schema, db_path: str | Path | None = None
     text = schema_text(schema, tables, options.schema_format, rows,
                        schema_examples(db_path, schema, tables, options.schema_format))
     kept = trim_history(history, options.max_history_turns, options.max_history_tokens)
-    messages = conversation_messages(question, text, kept, evidence, values)
+    messages = conversation_messages(question, text, kept, evidence, values, options.answer)
     return LinkedPrompt(messages, tables, full, text, values, len(kept))
 
 
 def conversation_messages(question: str, schema_text: str, history: Sequence[HistoryTurn],
                           evidence: str | None = None,
-                          values: list[tuple[str, str, str]] | None = None
-                          ) -> list[dict[str, str]]:
+                          values: list[tuple[str, str, str]] | None = None,
+                          answer: str = "sql") -> list[dict[str, str]]:
     """The single-turn messages when ``history`` is empty; else the schema, values and
     evidence with the first earlier question, each earlier SQL as an assistant turn,
     and each later question as ``Question: ...``."""
     if not history:
-        return build_prompt_messages(question, schema_text, evidence, values)
+        return build_prompt_messages(question, schema_text, evidence, values, answer)
     first, *rest = history
-    messages = build_prompt_messages(first.question, schema_text, evidence, values)
+    messages = build_prompt_messages(first.question, schema_text, evidence, values, answer)
     messages.append({"role": "assistant", "content": first.query})
     for turn in rest:
         messages += [{"role": "user", "content": f"Question: {turn.question}"},
@@ -219,7 +253,7 @@ def conversation_messages(question: str, schema_text: str, history: Sequence[His
     return messages
 
 
-__all__ = ["SYSTEM_PROMPT", "LinkedPrompt", "PromptOptions", "add_fk_parents",
+__all__ = ["REASONING_SYSTEM_PROMPT", "SYSTEM_PROMPT", "LinkedPrompt", "PromptOptions", "add_fk_parents",
            "build_prompt_messages", "build_user_message", "conversation_messages",
-           "count_tokens", "format_values", "make_prompt", "schema_examples", "schema_text",
-           "trim_history"]
+           "count_tokens", "format_values", "make_prompt", "reasoning_answer", "schema_examples",
+           "schema_text", "system_prompt", "trim_history"]

@@ -690,6 +690,50 @@ def build_conversation_dataset(out_dir: str | Path, seed: int = 0, per_chain: in
     return {"train": len(train), "dev": len(dev), **{f"{k}_turns": v for k, v in turns.items()}}
 
 
+def synsql_cot(question: str, query: str) -> str:
+    """A made-up chain of thought in SynSQL's shape: steps, then the query in a ```sql block."""
+    tables = sorted({w for w in query.replace(",", " ").split()
+                     if w.islower() and w.isidentifier() and len(w) > 3})[:4]
+    return (f"To answer \"{question}\", we need to find which tables hold the data.\n\n"
+            f"1. **Identify the tables**: the question involves {', '.join(tables) or 'one table'}."
+            "\n2. **Choose the columns**: only what the question asks for goes in the SELECT "
+            "clause.\n3. **Apply the conditions**: the filters and joins follow the question's "
+            "wording.\n\nPutting this together, the SQL query is:\n"
+            f"```sql\n{query}\n```")
+
+
+def build_synsql_dataset(out_dir: str | Path, n_examples: int, seed: int = 0) -> Path:
+    """Write ``n_examples`` in OmniSQL's SynSQL-2.5M layout to ``out_dir``; return it.
+
+    ``data.json`` (one JSON array, written one example at a time, so a million-example file
+    costs no memory), ``tables.json`` and ``databases/<db_id>/<db_id>.sqlite``: the sample's
+    four databases and questions, repeated with SynSQL's fields and a made-up chain of thought.
+    For tests and benchmarks.
+    """
+    import json
+
+    out_dir = Path(out_dir)
+    rng = random.Random(seed)
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        tables_json, rows_by_db = _write_databases(tmp, rng)
+        (tmp / "database").rename(tmp / "databases")
+        write_json(tmp / "tables.json", tables_json)
+        base = generate_examples(rows_by_db, rng, 64)
+        rng.shuffle(base)
+        styles = ["Formal", "Colloquial", "Imperative", "Interrogative", "Concise"]
+        with (tmp / "data.json").open("w", encoding="utf-8") as f:
+            f.write("[\n")
+            for k in range(n_examples):
+                e = base[k % len(base)]
+                row = {"db_id": e["db_id"], "sql_complexity": "Moderate",
+                       "question_style": styles[k % len(styles)], "question": e["question"],
+                       "external_knowledge": "", "cot": synsql_cot(e["question"], e["query"]),
+                       "sql": e["query"]}
+                f.write(("" if k == 0 else ",\n") + json.dumps(row, indent=2, ensure_ascii=False))
+            f.write("\n]\n")
+    return out_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path, help="folder to (re)write, e.g. data/sample")

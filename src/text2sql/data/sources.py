@@ -17,6 +17,13 @@ Sources (``prepare.source``):
   ``{database_id, interaction: [{utterance, query}], final}``; ``tables.json``,
   ``database/<db_id>/<db_id>.sqlite``. One example per turn, its earlier turns as history.
   A JSONL line may carry a ``history`` list of earlier ``{question, query}`` turns too.
+- ``synsql``: OmniSQL's SynSQL-2.5M layout: ``data.json`` (or ``<split>.json``), one JSON
+  array of ``{db_id, question, sql, external_knowledge, cot, ...}``, read one example at a
+  time; ``tables.json``; ``databases/<db_id>/<db_id>.sqlite``.
+
+With ``prepare.answer: reasoning`` every example needs a chain of thought: the ``cot``
+field (``prepare.columns.cot`` for JSONL and HF; OmniSQL's ``*_with_cot.json`` files give
+Spider and BIRD one). SParC/CoSQL have none.
 
 Schemas come from the layout's tables file when it has one, from ``tables`` when
 given, else from the SQLite files in ``db_dir``. A source with one split is split
@@ -32,13 +39,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from text2sql.io import DataError, iter_jsonl, read_json
+from text2sql.io import DataError, iter_json_array, iter_jsonl, read_json
 from text2sql.params import ColumnParams
 from text2sql.sql.schema import Schema, SqliteSchemas, find_database, load_spider_tables
 from text2sql.sql.sqlite import MissingDatabase
 
 REQUIRED = ("question", "query", "db_id")
-SOURCES = ("spider", "bird", "jsonl", "hf", "sparc")
+SOURCES = ("spider", "bird", "jsonl", "hf", "sparc", "synsql")
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class Example:
     turn: int | None = None  # its 0-based position there (= len(history))
     bird_difficulty: str | None = None  # BIRD's own level: simple | moderate | challenging
     bird_sha256: str | None = None  # sha256 of the BIRD split file it comes from (its version)
+    reasoning: str | None = None  # its chain of thought (read with prepare.answer: reasoning)
 
 
 @dataclass(frozen=True)
@@ -208,9 +216,30 @@ def _text(row: Mapping[str, Any], key: str, where: str, needs: str, *fallbacks: 
     raise DataError(f"{where}: missing field {key!r}{alt} ({needs})")
 
 
+def _fields(row: Any, cols: ColumnParams, where: str, needs: str) -> tuple[str, str, str]:
+    """The question, query and db_id of one example (a JSON object); an error names the field."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return (_text(row, cols.question, where, needs), _text(row, cols.query, where, needs),
+            _text(row, cols.db_id, where, needs))
+
+
 def _optional_text(row: Mapping[str, Any], key: str | None) -> str | None:
     value = row.get(key) if key else None
     return value if isinstance(value, str) and value.strip() else None
+
+
+def _reasoning(row: Mapping[str, Any], cols: ColumnParams, where: str, source: str,
+               wanted: bool) -> str | None:
+    """The example's chain of thought when ``prepare.answer`` is reasoning (else ``None``)."""
+    if not wanted:
+        return None
+    text = _optional_text(row, cols.cot)
+    if text is None:
+        raise DataError(f"{where}: prepare.answer is reasoning, but this {source} example has "
+                        f"no chain of thought (field {cols.cot!r}); give every example one "
+                        "(prepare.columns.cot names the field), or set prepare.answer: sql")
+    return text
 
 
 # --------------------------------------------------------------- Spider, BIRD
@@ -224,7 +253,7 @@ def _spider_files(root: Path, split: str) -> list[Path]:
 
 
 def _json_examples(files: list[Path], split: str, dbs: Databases, cols: ColumnParams,
-                   needs: str) -> list[Example]:
+                   needs: str, source: str, reasoning: bool = False) -> list[Example]:
     examples = []
     position = 0  # ids count skipped examples too: an id names the same example either way
     for f in files:
@@ -233,11 +262,7 @@ def _json_examples(files: list[Path], split: str, dbs: Databases, cols: ColumnPa
             raise DataError(f"{f}: expected a JSON list of examples")
         for i, row in enumerate(data):
             where = f"{f}: example {i}"
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            question = _text(row, cols.question, where, needs)
-            query = _text(row, cols.query, where, needs)
-            db_id = _text(row, cols.db_id, where, needs)
+            question, query, db_id = _fields(row, cols, where, needs)
             example_id = f"{split}-{position:05d}"
             position += 1
             try:
@@ -248,7 +273,8 @@ def _json_examples(files: list[Path], split: str, dbs: Databases, cols: ColumnPa
                 dbs.skipped.append((example_id, db_id))
                 continue
             examples.append(Example(example_id, db_id, question, query, db_path,
-                                    _optional_text(row, cols.evidence)))
+                                    _optional_text(row, cols.evidence),
+                                    reasoning=_reasoning(row, cols, where, source, reasoning)))
     return examples
 
 
@@ -260,8 +286,8 @@ def _dataset_root(root: str | Path) -> Path:
 
 
 def load_spider_split(root: str | Path, split: str, *, tables: str | Path | None = None,
-                      db_dir: str | Path | None = None, skip_missing: bool = False
-                      ) -> Dataset | None:
+                      db_dir: str | Path | None = None, skip_missing: bool = False,
+                      reasoning: bool = False) -> Dataset | None:
     """One split of a Spider-layout folder, or ``None`` when the split has no file.
 
     ``tables`` and ``db_dir`` replace ``<root>/tables.json`` and ``<root>/database``;
@@ -276,8 +302,8 @@ def load_spider_split(root: str | Path, split: str, *, tables: str | Path | None
     dbs = open_databases(tables, db_dir, root / "tables.json", root / "database",
                          skip_missing=skip_missing)
     needs = "every example needs question, query, db_id"
-    return Dataset(_json_examples(files, split, dbs, ColumnParams(), needs), dbs.schemas,
-                   dbs.skipped)
+    return Dataset(_json_examples(files, split, dbs, ColumnParams(), needs, "spider", reasoning),
+                   dbs.schemas, dbs.skipped)
 
 
 def _bird_split_dir(root: Path, split: str) -> Path | None:
@@ -288,8 +314,8 @@ def _bird_split_dir(root: Path, split: str) -> Path | None:
 
 
 def load_bird_split(root: str | Path, split: str, *, tables: str | Path | None = None,
-                    db_dir: str | Path | None = None, skip_missing: bool = False
-                    ) -> Dataset | None:
+                    db_dir: str | Path | None = None, skip_missing: bool = False,
+                    reasoning: bool = False) -> Dataset | None:
     """One split of a BIRD-layout folder (``<split>.json`` or ``<split>/<split>.json``), or ``None``."""
     root = _dataset_root(root)
     d = _bird_split_dir(root, split)
@@ -300,7 +326,7 @@ def load_bird_split(root: str | Path, split: str, *, tables: str | Path | None =
     cols = ColumnParams(query="SQL")
     needs = "every BIRD example needs question, SQL, db_id"
     path = d / f"{split}.json"
-    examples = _json_examples([path], split, dbs, cols, needs)
+    examples = _json_examples([path], split, dbs, cols, needs, "bird", reasoning)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     levels = [row.get("difficulty") if isinstance(row, dict) else None for row in read_json(path)]
     examples = [replace(e, bird_sha256=digest,
@@ -319,8 +345,8 @@ def _bird_level(value: Any) -> str | None:
 
 
 def iter_jsonl_examples(path: str | Path, dbs: Databases, cols: ColumnParams = ColumnParams(),
-                        id_prefix: str | None = None,
-                        bad: list[BadConversation] | None = None) -> Iterator[Example]:
+                        id_prefix: str | None = None, bad: list[BadConversation] | None = None,
+                        reasoning: bool = False) -> Iterator[Example]:
     """Examples of a JSONL file, one line at a time.
 
     A line has ``question``/``query``/``db_id`` (names per ``cols``) or the seed's
@@ -342,9 +368,10 @@ def iter_jsonl_examples(path: str | Path, dbs: Databases, cols: ColumnParams = C
         db_id = _text(row, cols.db_id, where, needs)
         db_path = dbs.check(db_id, where)
         example_id = f"{prefix}-{lineno:05d}"
+        cot = _reasoning(row, cols, where, "jsonl", reasoning)
         if "history" not in row:
             yield Example(example_id, db_id, question, query, db_path,
-                          _optional_text(row, cols.evidence))
+                          _optional_text(row, cols.evidence), reasoning=cot)
             continue
         conversation = str(row.get("conversation", example_id))
         turns, problem = _history_turns(row["history"])
@@ -356,7 +383,7 @@ def iter_jsonl_examples(path: str | Path, dbs: Databases, cols: ColumnParams = C
             bad.append(found)
             continue
         yield Example(example_id, db_id, question, query, db_path,
-                      _optional_text(row, cols.evidence), turns, conversation, len(turns))
+                      _optional_text(row, cols.evidence), turns, conversation, len(turns), cot)
 
 
 def _history_turns(history: Any) -> tuple[tuple[Turn, ...], tuple[int | None, str, str] | None]:
@@ -379,7 +406,8 @@ def _history_turns(history: Any) -> tuple[tuple[Turn, ...], tuple[int | None, st
 
 
 def load_jsonl_split(path: str | Path, split: str, dbs: Databases,
-                     cols: ColumnParams = ColumnParams()) -> Dataset | None:
+                     cols: ColumnParams = ColumnParams(), reasoning: bool = False
+                     ) -> Dataset | None:
     """``<path>/<split>.jsonl`` as a stream, or ``None`` when there is no such file.
 
     A ``path`` that is itself a file is the whole dataset, read as this split.
@@ -394,8 +422,8 @@ def load_jsonl_split(path: str | Path, split: str, dbs: Databases,
     else:
         raise DataError(f"{path}: JSONL file or folder not found (prepare.path)")
     bad: list[BadConversation] = []
-    return Dataset(ExampleStream(lambda: iter_jsonl_examples(f, dbs, cols, split, bad)),
-                   dbs.schemas, bad=bad)
+    return Dataset(ExampleStream(lambda: iter_jsonl_examples(f, dbs, cols, split, bad,
+                                                             reasoning)), dbs.schemas, bad=bad)
 
 
 # ----------------------------------------------------------- SParC, CoSQL
@@ -478,6 +506,58 @@ def load_sparc_split(root: str | Path, split: str, *, tables: str | Path | None 
     return Dataset(conversation_examples(read_json(f), f, split, dbs, bad), dbs.schemas, bad=bad)
 
 
+# ----------------------------------------------------------- SynSQL (OmniSQL)
+
+SYNSQL_TRAIN_FILE = "data.json"  # SynSQL-2.5M's one file of examples
+SYNSQL_COLUMNS = ColumnParams(query="sql", evidence="external_knowledge")
+
+
+def _synsql_file(path: Path, split: str, train_split: str) -> Path | None:
+    """``<split>.json`` in the folder, or (for the training split) ``data.json``; a
+    ``path`` that is itself a file is the training split."""
+    if path.is_file():
+        return path if split == train_split else None
+    names = [f"{split}.json"] + ([SYNSQL_TRAIN_FILE] if split == train_split else [])
+    return next((path / n for n in names if (path / n).is_file()), None)
+
+
+def iter_synsql_examples(f: Path, split: str, dbs: Databases, reasoning: bool = False
+                         ) -> Iterator[Example]:
+    """The examples of a SynSQL-layout JSON array, one at a time (never the whole file).
+
+    Ids are ``<split>-<index:07d>``, the example's position in the file. Errors name the
+    file, the line where the example starts and the field.
+    """
+    cols = SYNSQL_COLUMNS
+    needs = "every SynSQL example needs question, sql, db_id"
+    for i, lineno, row in iter_json_array(f):
+        where = f"{f}:{lineno}: example {i}"
+        question, query, db_id = _fields(row, cols, where, needs)
+        yield Example(f"{split}-{i:07d}", db_id, question, query, dbs.check(db_id, where),
+                      _optional_text(row, cols.evidence),
+                      reasoning=_reasoning(row, cols, where, "synsql", reasoning))
+
+
+def load_synsql_split(path: str | Path, split: str, train_split: str = "train", *,
+                      tables: str | Path | None = None, db_dir: str | Path | None = None,
+                      reasoning: bool = False) -> Dataset | None:
+    """One split of a SynSQL-layout folder as a stream, or ``None`` when it has no file.
+
+    The folder (or the folder of ``path``, when it is the JSON file) holds ``tables.json``
+    and ``databases/``; ``tables`` and ``db_dir`` replace them.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: SynSQL folder or JSON file not found (prepare.path)")
+    f = _synsql_file(path, split, train_split)
+    if f is None:
+        return None
+    root = f.parent
+    dbs = open_databases(tables, db_dir, root / "tables.json", root / "databases")
+    return Dataset(ExampleStream(lambda: iter_synsql_examples(f, split, dbs, reasoning)),
+                   dbs.schemas)
+
+
 # ------------------------------------------------------------ Hugging Face
 
 
@@ -512,7 +592,8 @@ def _load_hf(path: str, config: str | None) -> Any:
 
 
 def load_hf_split(data: Any, path: str, split: str, dbs: Databases,
-                  cols: ColumnParams = ColumnParams()) -> Dataset | None:
+                  cols: ColumnParams = ColumnParams(), reasoning: bool = False
+                  ) -> Dataset | None:
     """One split of a loaded Hugging Face ``DatasetDict`` (``None`` when it has no such split)."""
     import datasets
 
@@ -534,11 +615,10 @@ def load_hf_split(data: Any, path: str, split: str, dbs: Databases,
         needs = f"every row needs {', '.join(needed)}"
         for i, row in enumerate(table):
             where = f"{path} [{split}] row {i}"
-            question = _text(row, cols.question, where, needs)
-            query = _text(row, cols.query, where, needs)
-            db_id = _text(row, cols.db_id, where, needs)
+            question, query, db_id = _fields(row, cols, where, needs)
             yield Example(f"{split}-{i:05d}", db_id, question, query, dbs.check(db_id, where),
-                          _optional_text(row, cols.evidence))
+                          _optional_text(row, cols.evidence),
+                          reasoning=_reasoning(row, cols, where, "hf", reasoning))
 
     return Dataset(ExampleStream(read), dbs.schemas)
 
@@ -571,14 +651,16 @@ def load_dataset_splits(source: str, path: str, train_split: str, eval_split: st
                         eval_fraction: float, seed: int, *, tables: str | None = None,
                         db_dir: str | None = None, columns: ColumnParams | None = None,
                         hf_config: str | None = None, hub: str | None = None,
-                        revision: str | None = None) -> tuple[Dataset, Dataset]:
+                        revision: str | None = None, reasoning: bool = False
+                        ) -> tuple[Dataset, Dataset]:
     """Train and evaluation datasets from any supported source.
 
     When the source has no ``eval_split``, ``eval_fraction`` of the training
     split's databases (chosen with ``seed``) is held out for evaluation. ``hub``
     (source ``hf``) is a hub dataset id read at ``revision``; ``path`` is then the
     local folder of its SQLite databases (the stage's DVC dependency), unless
-    ``db_dir`` names another.
+    ``db_dir`` names another. With ``reasoning`` (``prepare.answer: reasoning``) every
+    example's chain of thought is read too, and one without is an error.
     """
     if hub is not None:
         if source != "hf":
@@ -589,13 +671,19 @@ def load_dataset_splits(source: str, path: str, train_split: str, eval_split: st
     cols = columns or ColumnParams()
     if source == "spider":
         def load(split: str) -> Dataset | None:
-            return load_spider_split(path, split, tables=tables, db_dir=db_dir)
+            return load_spider_split(path, split, tables=tables, db_dir=db_dir,
+                                     reasoning=reasoning)
         looked_for = ", ".join(SPIDER_SPLIT_FILES.get(train_split, [train_split + ".json"]))
     elif source == "bird":
         def load(split: str) -> Dataset | None:
-            return load_bird_split(path, split, tables=tables, db_dir=db_dir)
+            return load_bird_split(path, split, tables=tables, db_dir=db_dir,
+                                   reasoning=reasoning)
         looked_for = f"{train_split}.json or {train_split}/{train_split}.json"
     elif source == "sparc":
+        if reasoning:
+            raise DataError("prepare.answer is reasoning, but source sparc (SParC/CoSQL) has no "
+                            "chain of thought: set prepare.answer: sql")
+
         def load(split: str) -> Dataset | None:
             return load_sparc_split(path, split, tables=tables, db_dir=db_dir)
         looked_for = (f"{train_split}.json, cosql_{train_split}.json or "
@@ -606,15 +694,20 @@ def load_dataset_splits(source: str, path: str, train_split: str, eval_split: st
         def load(split: str) -> Dataset | None:
             if Path(path).is_file() and split != train_split:
                 return None  # one file holds one split: the training one
-            return load_jsonl_split(path, split, dbs, cols)
+            return load_jsonl_split(path, split, dbs, cols, reasoning)
         looked_for = f"{train_split}.jsonl in the folder"
     elif source == "hf":
         dbs = open_databases(tables, db_dir)
         data = _load_hf(path, hf_config)
 
         def load(split: str) -> Dataset | None:
-            return load_hf_split(data, path, split, dbs, cols)
+            return load_hf_split(data, path, split, dbs, cols, reasoning)
         looked_for = f"a split named {train_split!r} (have {list(getattr(data, 'keys', list)())})"
+    elif source == "synsql":
+        def load(split: str) -> Dataset | None:
+            return load_synsql_split(path, split, train_split, tables=tables, db_dir=db_dir,
+                                     reasoning=reasoning)
+        looked_for = f"{train_split}.json or {SYNSQL_TRAIN_FILE}"
     else:
         raise DataError(f"prepare.source: {source!r} is not one of {', '.join(SOURCES)}")
     train = load(train_split)

@@ -104,9 +104,21 @@ def execution_accuracy(rows: Sequence[dict[str, Any]], sql: dict[str, str]) -> f
     return summarize(score(rows, sql, workers=1))["execution_accuracy"]
 
 
-def write_modelfile(out_dir: Path, gguf_name: str, tokenizer: Any) -> Path:
-    """``Modelfile`` beside the GGUF: its template, stop tokens, temperature 0, system prompt."""
+def trained_system_prompt(rows: Sequence[dict[str, Any]]) -> str:
+    """The system prompt of the prepared questions (the one the model was trained with:
+    ``prepare.answer: reasoning`` has its own), else the default one."""
     from text2sql.data.prompts import SYSTEM_PROMPT
+
+    first = rows[0]["prompt"][0] if rows and rows[0].get("prompt") else {}
+    return first["content"] if first.get("role") == "system" else SYSTEM_PROMPT
+
+
+def write_modelfile(out_dir: Path, gguf_name: str, tokenizer: Any, system: str) -> Path:
+    """``Modelfile`` beside the GGUF: its template, stop tokens, temperature 0, system prompt.
+
+    The stops are the end-of-turn tokens alone, so an answer that reasons first runs on
+    through its steps and code blocks to its final query.
+    """
     from text2sql.export.modelfile import ollama_template, render_modelfile, role_blocks
     from text2sql.inference.hf import stop_token_ids
 
@@ -114,7 +126,7 @@ def write_modelfile(out_dir: Path, gguf_name: str, tokenizer: Any) -> Path:
         messages, tokenize=False, add_generation_prompt=prompt))
     stops = tokenizer.convert_ids_to_tokens(stop_token_ids(tokenizer))
     path = out_dir / MODELFILE
-    write_text(path, render_modelfile(gguf_name, ollama_template(blocks), stops, SYSTEM_PROMPT))
+    write_text(path, render_modelfile(gguf_name, ollama_template(blocks), stops, system))
     return path
 
 
@@ -175,7 +187,8 @@ def export_model(adapter_dir: str | Path, out_dir: Path, formats: Sequence[str],
             metrics[f"size_bytes_{fmt}"] = dir_size(path)
         if kept.keys() & set(MODELFILE_PREFERENCE):
             chosen = next(f for f in MODELFILE_PREFERENCE if f in kept)
-            write_modelfile(out_dir, kept[chosen].name, AutoTokenizer.from_pretrained(merged))
+            write_modelfile(out_dir, kept[chosen].name, AutoTokenizer.from_pretrained(merged),
+                            trained_system_prompt(rows))
         write_text(out_dir / MODEL_CARD, model_card(out_dir, formats, results, len(rows)))
     return metrics
 

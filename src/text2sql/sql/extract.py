@@ -7,6 +7,11 @@ sqlglot's tokenizer and parser, and never rewrites the query itself: the text
 returned is the model's own, cut to one statement. The raw output is kept by the
 caller (the ``raw`` field of every prediction) so an extraction can be audited.
 
+An answer that reasons first (``prepare.answer: reasoning``) ends with its query: of
+several SQL code blocks the last is taken, as OmniSQL's own ``parse_response`` does
+(``train_and_evaluate/infer.py``), and thinking in ``<think>...</think>`` is skipped, with
+an ``<answer>...</answer>`` read alone (SLM-SQL's SynSQL-Think format).
+
 A write statement the model produced (``DELETE ...``) is extracted as it is, so
 that the execution guard can refuse it by name instead of silently running some
 sub-query found inside it.
@@ -24,6 +29,8 @@ from text2sql.sql.parse import too_hard_to_parse
 # Text after an end-of-turn marker is not part of the answer.
 _END_OF_TURN = re.compile(r"<\|im_end\|>|<\|eot_id\|>|<\|endoftext\|>|<end_of_turn>|</s>")
 _SPECIAL = re.compile(r"<\|[^|>\n]*\|>|<s>")
+_THINKING = re.compile(r"^.*</think>", re.S)  # up to the last end of thinking
+_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.S)
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n`]*\n?(.*?)(?:```|\Z)", re.S)
 _SQL_FENCE_LANGS = {"sql", "sqlite", "sqlite3", "postgresql", "mysql", ""}
 _INLINE = re.compile(r"`([^`\n]*\b(?:SELECT|WITH)\b[^`\n]*)`", re.I)
@@ -56,7 +63,7 @@ def extract_sql(raw: str) -> str:
     """
     text = _END_OF_TURN.split(raw, maxsplit=1)[0]
     text = _SPECIAL.sub("", text).replace("\r\n", "\n").strip()
-    region = _answer_region(text)
+    region = _answer_region(_final_answer(text))
     first_unparsed = ""
     for start in _statement_starts(region):
         for candidate in _cuts(region[start:]):
@@ -66,16 +73,33 @@ def extract_sql(raw: str) -> str:
     return first_unparsed
 
 
+def answer_sql(prediction: str) -> str:
+    """The SQL of a prediction that may hold a whole answer: one that reasons first (with a
+    code block or ``<think>``) is extracted, plain SQL is kept as it is given."""
+    if "```" in prediction or "</think>" in prediction or "<answer>" in prediction:
+        return extract_sql(prediction)
+    return prediction
+
+
+def _final_answer(text: str) -> str:
+    """``text`` without its thinking: what follows ``</think>``, the inside of ``<answer>``."""
+    after = _THINKING.sub("", text, count=1).strip()
+    if after:  # an answer cut off inside its thinking is searched whole
+        text = after
+    answer = _ANSWER_TAG.search(text)
+    return answer.group(1).strip() if answer else text
+
+
 def _answer_region(text: str) -> str:
-    """The part of ``text`` that holds the answer: a fenced SQL block, an inline code span,
-    or the whole text."""
+    """The part of ``text`` that holds the answer: the last fenced SQL block (an answer that
+    reasons first may show drafts before it), an inline code span, or the whole text."""
     fences = _FENCE.findall(text)
     if fences:
         sql_like = [body for lang, body in fences
                     if lang.lower() in _SQL_FENCE_LANGS and _QUERY_START.search(body)]
         sql_like = sql_like or [body for _, body in fences if _QUERY_START.search(body)]
         if sql_like:
-            return sql_like[0].strip()
+            return sql_like[-1].strip()
     inline = _INLINE.search(text)
     if inline and not _QUERY_START.search(text[: inline.start()]):
         return inline.group(1).strip()

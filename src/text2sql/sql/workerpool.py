@@ -99,7 +99,7 @@ def limit_memory(headroom: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def pool_context() -> multiprocessing.context.BaseContext:
     # fork starts a worker in milliseconds and needs no re-import; elsewhere spawn.
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -177,7 +177,7 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int = 
     if chunk_size <= 0:
         chunk_size = max(1, min(64, n // (workers * 8)))
     pending = deque(range(n))
-    ctx = _context()
+    ctx = pool_context()
     pool = [_Worker(ctx, fn, memory_headroom) for _ in range(workers)]
     done = 0
 
