@@ -9,6 +9,7 @@ then once end to end with the built-in tiny model through the infer stage and ``
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import shutil
 import sqlite3
@@ -20,6 +21,7 @@ import pytest
 from tests.conftest import REPO, SCHOOL
 from text2sql.ask.database import open_database
 from text2sql.ask.pipeline import answer_question
+from text2sql.commands.ask import show_revisions
 from text2sql.inference.predict import predict_with_generator
 from text2sql.inference.revision import NO_ROWS, Attempt, revise
 from text2sql.io import DataError
@@ -120,6 +122,34 @@ def test_rounds_stop_when_the_sql_runs_and_a_round_is_one_batch():
     assert (tally.asked, tally.ran, tally.with_rows) == ([2, 1], [1, 1], [1, 1])
 
 
+def test_a_failing_revision_does_not_replace_an_answer_that_ran():
+    script = Script(BAD_COLUMN)
+    [a] = attempts = [attempt(NO_MATCH)]
+    tally = revise(attempts, rounds=1, run=run_on_school, generate=script)
+    assert (tally.asked, tally.ran) == ([1], [0])  # the round's own answer failed
+    assert a.sql == a.raw == NO_MATCH and a.result.ok and a.result.rows == []
+    assert a.messages == attempt(NO_MATCH).messages  # the conversation that wrote it
+    assert (a.discarded.sql, a.discarded.outcome) == (BAD_COLUMN, "unknown_column")
+    assert a.discarded.message == sqlite_error(BAD_COLUMN)
+    assert [(f.sql, f.outcome) for f in a.earlier] == [(NO_MATCH, NO_ROWS)] and a.rounds == 1
+
+
+def test_the_latest_answer_that_ran_stands():
+    nope = "SELECT nope FROM students"
+    script = Script(NO_MATCH, nope)
+    [a] = attempts = [attempt(BAD_COLUMN)]
+    revise(attempts, rounds=2, run=run_on_school, generate=script)
+    [_, second] = script.batches
+    assert a.sql == NO_MATCH and a.result.ok and a.rounds == 2
+    assert a.messages == second[0][:-2]  # the first follow-up's conversation wrote NO_MATCH
+    assert a.discarded.sql == nope
+    assert [f.sql for f in a.earlier] == [BAD_COLUMN, NO_MATCH]
+    # and with no earlier answer that ran, the last one stands, nothing set aside
+    [b] = attempts = [attempt(BAD_COLUMN)]
+    revise(attempts, rounds=1, run=run_on_school, generate=Script(nope))
+    assert b.sql == nope and b.discarded is None
+
+
 def test_the_same_query_again_stands():
     script = Script(NO_MATCH)
     [a] = attempts = [attempt(NO_MATCH)]
@@ -186,12 +216,28 @@ def test_infer_revises_failing_candidates_and_counts_them(school_rows):
     assert records[1]["revisions"] == []
     assert {k: metrics[k] for k in ("revise_rounds", "revised", "revised_ran",
                                     "revised_with_rows", "revised_round_1", "ran_round_1",
-                                    "revised_round_2", "ran_round_2",
+                                    "revised_round_2", "ran_round_2", "revised_kept_earlier",
                                     "revise_generated_tokens")} == {
         "revise_rounds": 2, "revised": 1, "revised_ran": 1, "revised_with_rows": 1,
+        "revised_kept_earlier": 0,
         "revised_round_1": 1, "ran_round_1": 1, "revised_round_2": 0, "ran_round_2": 0,
         "revise_generated_tokens": 3}
     assert metrics["generated_tokens"] == 6  # the first answers only, as without revision
+
+
+def test_infer_keeps_the_answer_that_ran_and_records_the_one_set_aside(school_rows):
+    first, second = school_rows
+    backend = Backend({first["question"]: [NO_MATCH], second["question"]: [COUNT]},
+                      [BAD_COLUMN])
+    records, metrics = predict_with_generator(backend, school_rows,
+                                              InferParams(revise_rounds=1), progress=False)
+    assert records[0]["sql"] == records[0]["raw"] == NO_MATCH and records[0]["revised"] == 1
+    assert records[0]["revisions"] == [{"sql": NO_MATCH, "outcome": NO_ROWS, "message": ""}]
+    assert records[0]["discarded"] == {"sql": BAD_COLUMN, "outcome": "unknown_column",
+                                       "message": sqlite_error(BAD_COLUMN)}
+    assert "discarded" not in records[1]
+    assert (metrics["revised"], metrics["revised_ran"], metrics["revised_with_rows"],
+            metrics["revised_kept_earlier"], metrics["ran_round_1"]) == (1, 1, 0, 1, 0)
 
 
 def test_without_rounds_nothing_changes(school_rows):
@@ -296,6 +342,21 @@ def test_the_ask_pipeline_revises_and_says_so():
     body = answer_body(answer, None)
     assert body["revisions"] == [{"sql": BAD_COLUMN, "outcome": "unknown_column",
                                   "error": sqlite_error(BAD_COLUMN)}]
+
+    assert body["discarded"] is None
+
+    back = Writer([NO_MATCH], [BAD_COLUMN])
+    answer = answer_question("Which students are in year 2?", db, db.schema(), back,
+                             settings=PrepareParams(), revise_rounds=1)
+    assert answer.sql == NO_MATCH and answer.ok and answer.rows == []
+    assert answer.discarded.sql == BAD_COLUMN
+    assert answer_body(answer, None)["discarded"] == {
+        "sql": BAD_COLUMN, "outcome": "unknown_column", "error": sqlite_error(BAD_COLUMN)}
+    shown = io.StringIO()
+    show_revisions(answer, shown)
+    assert "revision 1: asked again after\n  " + NO_MATCH + "\n  -> no rows" in shown.getvalue()
+    assert "set aside: the last revision failed" in shown.getvalue()
+    assert BAD_COLUMN in shown.getvalue() and "[unknown_column]" in shown.getvalue()
 
     kept = Writer([BAD_COLUMN], [GOOD])
     answer = answer_question("Which students are in year 2?", db, db.schema(), kept,

@@ -78,6 +78,7 @@ class Answer:
     generate_s: float | None = None
     execute_s: float | None = None
     revisions: list[Failure] = field(default_factory=list)  # the answers this one replaced
+    discarded: Failure | None = None  # a last revision that failed: this earlier one ran
 
     @property
     def ok(self) -> bool:
@@ -201,7 +202,8 @@ def answer_generation(db: Database, schema: Schema, row: dict[str, Any], generat
     chosen, tally = choose_sql(db, candidates, limits=limits, prefer_nonempty=prefer_nonempty)
     best = candidates[chosen]
     answer = Answer(best.sql, source="model", tables=list(row["tables"]), vote=tally,
-                    generate_s=generate_s, revisions=list(best.earlier))
+                    generate_s=generate_s, revisions=list(best.earlier),
+                    discarded=best.discarded)
     return run_sql(db, schema, best.sql, limits=limits, dialects=dialects, execute=execute,
                    answer=answer)
 

@@ -238,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def show_revisions(answer: Answer, out: Any) -> None:
-    """The answers the shown SQL replaced (``--revise-rounds``), and what each got."""
+    """The answers the shown SQL replaced (``--revise-rounds``), and what each got; and
+    the last answer, when it failed and the shown SQL is an earlier one that ran."""
     from text2sql.inference.revision import NO_ROWS
 
     for k, earlier in enumerate(answer.revisions, 1):
@@ -246,6 +247,11 @@ def show_revisions(answer: Answer, out: Any) -> None:
             f"{earlier.message} [{earlier.outcome}]"
         print(f"revision {k}: asked again after\n  {indent(earlier.sql or '(no SQL)')}\n"
               f"  -> {why}", file=out)
+    if answer.discarded is not None:
+        last = answer.discarded
+        print(f"set aside: the last revision failed, the earlier answer that ran is kept\n"
+              f"  {indent(last.sql or '(no SQL)')}\n  -> {last.message} [{last.outcome}]",
+              file=out)
 
 
 def show_answer(answer: Answer, args: argparse.Namespace, out: Any) -> int:

@@ -12,7 +12,8 @@ conversation is generated first, then turn 1 with those answers in its prompt, a
 
 With ``infer.revise_rounds`` = R > 0 every candidate whose SQL fails or returns no rows is
 asked again, up to R times, before any vote (:mod:`text2sql.inference.revision`); the record
-then says how many follow-up turns its answer took and what the earlier answers got.
+then says how many follow-up turns its answer took and what the earlier answers got (and, when
+its last answer failed after an earlier one ran and so was set aside, that last answer).
 """
 
 from __future__ import annotations
@@ -212,10 +213,14 @@ class Revised:
 
     @staticmethod
     def record(attempt: Attempt) -> dict[str, Any]:
-        """An answer's own SQL and text, the follow-up turns it took and what the answers
-        it replaced got."""
-        return {"raw": attempt.raw, "sql": attempt.sql, "revised": attempt.rounds,
-                "revisions": [f.as_record() for f in attempt.earlier]}
+        """An answer's own SQL and text, the follow-up turns it took, what the answers
+        it replaced got, and (when it went back to an earlier answer that ran) the last
+        answer it set aside."""
+        record = {"raw": attempt.raw, "sql": attempt.sql, "revised": attempt.rounds,
+                  "revisions": [f.as_record() for f in attempt.earlier]}
+        if attempt.discarded is not None:
+            record["discarded"] = attempt.discarded.as_record()
+        return record
 
     def metrics(self, rounds: int) -> dict[str, Any]:
         flat = [a for per in self.attempts if per for a in per]

@@ -5,8 +5,11 @@ message (or saying the result was empty), so the conversation stays in the ChatM
 model was trained on. :func:`revise` runs up to N rounds over many candidates at once: each
 round runs the open ones, then asks all that need it in one batched ``generate`` call. A
 candidate stops when its SQL returns rows, when the model repeats the SQL it was told about,
-or after N rounds. Used by ``infer`` (:mod:`text2sql.inference.predict`) and by the answer
-pipeline of ``ask``, ``chat``, ``serve`` and ``mcp`` (:mod:`text2sql.ask.pipeline`).
+or after N rounds. A last answer that fails to run never replaces one that ran: it is set
+aside (``discarded``) and the latest earlier answer that ran, with no rows, stands (a query
+that fails scores nothing, an empty result may be the right one). Used by ``infer``
+(:mod:`text2sql.inference.predict`) and by the answer pipeline of ``ask``, ``chat``,
+``serve`` and ``mcp`` (:mod:`text2sql.ask.pipeline`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class Failure:
     sql: str
     outcome: str  # an error kind (text2sql.sql.sqlite), or NO_ROWS
     message: str  # the database's error message ("" for NO_ROWS)
+    raw: str = field(default="", compare=False, repr=False)  # the model's text
+    result: ExecResult | None = field(default=None, compare=False, repr=False)
 
     def as_record(self) -> dict[str, str]:
         return {"sql": self.sql, "outcome": self.outcome, "message": self.message}
@@ -46,6 +51,8 @@ class Attempt:
     logprob: float = 0.0  # of the first answer: a revised one keeps it (its rank in a vote)
     result: ExecResult | None = None
     earlier: list[Failure] = field(default_factory=list)
+    # the last answer, when it failed to run after an earlier one ran: that one stands
+    discarded: Failure | None = None
 
     @property
     def rounds(self) -> int:
@@ -111,7 +118,8 @@ def revise(attempts: Sequence[Attempt], *, rounds: int,
 
     ``run(attempts)``: each attempt's SQL run read-only and bounded, in order;
     ``generate(prompts)``: one text per conversation, in one batch. Attempts are updated in
-    place (their last answer, its result, the answers it replaced).
+    place (their answer, its result, the answers it replaced); an attempt whose last answer
+    failed after an earlier one ran keeps that earlier one (:func:`keep_what_ran`).
     """
     _run_open(attempts, run)
     tally = RevisionTally()
@@ -129,7 +137,8 @@ def revise(attempts: Sequence[Attempt], *, rounds: int,
             result = attempt.result
             assert result is not None
             attempt.earlier.append(Failure(attempt.sql, result.error or NO_ROWS,
-                                           result.message if result.error else ""))
+                                           result.message if result.error else "",
+                                           raw=attempt.raw, result=result))
             sql = extract_sql(text)
             attempt.messages, attempt.raw = prompt, text
             if sql != attempt.sql:  # the same SQL would run the same way: it stands
@@ -140,7 +149,30 @@ def revise(attempts: Sequence[Attempt], *, rounds: int,
         tally.ran.append(sum(bool(a.result and a.result.ok) for a in todo))
         tally.with_rows.append(sum(bool(a.result and a.result.ok and a.result.rows)
                                    for a in todo))
+    for attempt in attempts:
+        keep_what_ran(attempt)
     return tally
+
+
+def keep_what_ran(attempt: Attempt) -> None:
+    """If ``attempt``'s answer failed to run and an earlier one ran (with no rows: else it
+    would not have been asked again), go back to the latest such one, with the conversation
+    that wrote it, and set the failing answer aside as ``discarded``."""
+    result = attempt.result
+    if result is None or result.ok:
+        return
+    ran = [k for k, f in enumerate(attempt.earlier) if f.outcome == NO_ROWS]
+    if not ran:
+        return
+    k = ran[-1]
+    kept = attempt.earlier[k]
+    assert kept.result is not None, "an earlier answer keeps its result"
+    attempt.discarded = Failure(attempt.sql, result.error or "", result.message or "",
+                                raw=attempt.raw, result=result)
+    # each round added the answer and the follow-up: answer k was written 2(R - k) turns ago
+    cut = len(attempt.messages) - 2 * (len(attempt.earlier) - k)
+    attempt.messages = attempt.messages[:cut]
+    attempt.sql, attempt.raw, attempt.result = kept.sql, kept.raw, kept.result
 
 
 def _run_open(attempts: Sequence[Attempt], run: Callable[[Sequence[Attempt]],
@@ -158,7 +190,8 @@ def _run_open(attempts: Sequence[Attempt], run: Callable[[Sequence[Attempt]],
 def revision_metrics(attempts: Sequence[Attempt], tally: RevisionTally, rounds: int
                      ) -> dict[str, Any]:
     """What ``metrics/infer.json`` records of the revision: candidates asked again, how many
-    of them ran in the end and returned rows, and the same per round."""
+    of them ran in the end and returned rows, how many went back to an earlier answer that
+    ran (their last one failed), and per round how many were asked and how many then ran."""
     revised = [a for a in attempts if a.rounds]
     metrics: dict[str, Any] = {
         "revise_rounds": rounds,
@@ -166,6 +199,7 @@ def revision_metrics(attempts: Sequence[Attempt], tally: RevisionTally, rounds: 
         "revised_ran": sum(bool(a.result and a.result.ok) for a in revised),
         "revised_with_rows": sum(bool(a.result and a.result.ok and a.result.rows)
                                  for a in revised),
+        "revised_kept_earlier": sum(a.discarded is not None for a in revised),
     }
     for k in range(rounds):
         metrics[f"revised_round_{k + 1}"] = tally.asked[k] if k < len(tally.asked) else 0

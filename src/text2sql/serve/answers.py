@@ -24,6 +24,7 @@ from text2sql.ask.questions import prepare_settings, prompt_row
 from text2sql.serve.catalog import Catalog
 
 if TYPE_CHECKING:
+    from text2sql.inference.revision import Failure
     from text2sql.serve.batcher import BatchGenerator
     from text2sql.serve.schemas import SqlRequest
     from text2sql.serve.settings import ServeSettings
@@ -150,8 +151,13 @@ def answer_body(answer: Answer, dialect: str | None) -> dict[str, Any]:
             "columns": answer.columns, "rows": [[jsonable(v) for v in row] for row in answer.rows],
             "truncated": answer.truncated, "error_kind": answer.error_kind, "error": error,
             "executed": answer.executed, "timings": timings,
-            "revisions": [{"sql": r.sql, "outcome": r.outcome, "error": r.message or None}
-                          for r in answer.revisions]}
+            "revisions": [revision_body(r) for r in answer.revisions],
+            "discarded": revision_body(answer.discarded) if answer.discarded else None}
+
+
+def revision_body(failure: Failure) -> dict[str, Any]:
+    """An earlier (or set-aside) answer as the body shows it: its SQL, outcome and error."""
+    return {"sql": failure.sql, "outcome": failure.outcome, "error": failure.message or None}
 
 
 def jsonable(value: Any) -> Any:
