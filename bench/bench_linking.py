@@ -30,11 +30,12 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from text2sql.data.prepare import PrepareStats, prepare_examples
-from text2sql.modeling.lora import complete_tokenizer
-from text2sql.training.masking import tokenize_example
 from text2sql.data.prompts import PromptOptions
 from text2sql.data.sources import load_spider_split
 from text2sql.io import DataError
+from text2sql.modeling.lora import complete_tokenizer
+from text2sql.modeling.lora import load_tokenizer as load_model_tokenizer
+from text2sql.training.masking import tokenize_example
 
 REPO = Path(__file__).resolve().parents[1]
 SPIDER_TRAIN = REPO.parent / "shared" / "spider-train"
@@ -71,17 +72,17 @@ def load_split(args: argparse.Namespace, prog: str, skip_missing: bool = False):
 
 
 def load_tokenizer(name: str):
-    """A hub id or model folder, or a ``.gguf`` file (transformers reads its vocabulary,
-    merges and chat template), with a ChatML template where it has none."""
+    """A hub id or model folder (as training loads it), or a ``.gguf`` file (transformers
+    reads its vocabulary, merges and chat template), with a ChatML template where it has none."""
+    path = Path(name)
+    if path.suffix != ".gguf":
+        return load_model_tokenizer(name)
+    if not path.is_file():
+        raise DataError(f"{path}: no such GGUF file (--tokenizer)")
     from transformers import AutoTokenizer
 
-    path = Path(name)
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise DataError(f"{path}: no such GGUF file (--tokenizer)")
-        return complete_tokenizer(AutoTokenizer.from_pretrained(str(path.parent),
-                                                                gguf_file=path.name))
-    return complete_tokenizer(AutoTokenizer.from_pretrained(name))
+    return complete_tokenizer(AutoTokenizer.from_pretrained(str(path.parent),
+                                                            gguf_file=path.name))
 
 
 def example_tokens(tokenizer, example: dict) -> int:

@@ -3,8 +3,10 @@ the train stage counts them against max_seq_length."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -23,15 +25,14 @@ def bench(repo_root):
     return module
 
 
-def qwen2_vocab():
+@functools.cache
+def qwen2_vocab() -> Path | None:
     """The real Qwen2 vocabulary that llama-cpp-python's source ships, in uv's cache."""
     try:
         cache = subprocess.run(["uv", "cache", "dir"], capture_output=True, text=True,
                                timeout=30, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    from pathlib import Path
-
     hits = sorted(Path(cache).glob("sdists-*/pypi/llama-cpp-python/*/*/src/vendor/llama.cpp/"
                                    "models/ggml-vocab-qwen2.gguf"))
     return hits[-1] if hits else None
@@ -76,7 +77,7 @@ def test_the_real_qwen2_vocabulary_from_its_gguf_file(bench):
     example = {"prompt": [{"role": "system", "content": "You translate."},
                           {"role": "user", "content": "How many singers are there?"}],
                "completion": [{"role": "assistant", "content": "SELECT count(*) FROM singer"}]}
-    ids = tok.apply_chat_template(example["prompt"] + example["completion"], tokenize=True)
-    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    text = tok.apply_chat_template(example["prompt"] + example["completion"], tokenize=False)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
     assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>") == 151644
     assert bench.example_tokens(tok, example) == len(ids) - 1  # the template's last newline
